@@ -1,0 +1,1 @@
+"""Pipeline stages, one module each, named after the config key that enables them."""

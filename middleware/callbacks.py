@@ -1,0 +1,92 @@
+"""``callbacks``: one structured access-log line per request, and the configured callbacks.
+
+Placed outermost so it sees every outcome, errors from inner stages included. The line is
+written when the response has been fully sent, so streams are logged with their real duration
+and token counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from marshmallow import RAISE, Schema, fields
+
+from proxy.context import RequestContext
+from proxy.pipeline import Handler, Stage
+from proxy.services import Services
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("llmrelay.access")
+
+#: Observability integrations that are recognised; those without an exporter here are reported
+#: once at boot and skipped, so LiteLLM configs naming them still load.
+KNOWN_CALLBACKS = frozenset(
+    {"langfuse", "langsmith", "datadog", "prometheus", "otel", "s3", "slack", "lunary", "helicone",
+     "athina", "braintrust", "openmeter", "logfire", "arize", "gcs_bucket", "sentry", "traceloop"}
+)
+
+
+class CallbacksOptions(Schema):
+    class Meta:
+        unknown = RAISE
+
+    access_log = fields.Bool(load_default=True)
+    success_callback = fields.List(fields.Str(), load_default=None, allow_none=True)
+    failure_callback = fields.List(fields.Str(), load_default=None, allow_none=True)
+
+
+def access_record(ctx: RequestContext) -> dict[str, Any]:
+    """The fields of one access-log line."""
+    dep = ctx.deployment
+    usage = ctx.usage or {}
+    record: dict[str, Any] = {
+        "request_id": ctx.request_id,
+        "endpoint": ctx.kind,
+        "model": ctx.model,
+        "deployment": dep.id if dep else None,
+        "upstream_model": f"{dep.provider}/{dep.upstream_model}" if dep else None,
+        "status": ctx.status,
+        "latency_ms": round(ctx.elapsed * 1000, 3),
+        "stream": ctx.stream,
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+    }
+    if len(ctx.attempts) > 1:
+        record["attempts"] = len(ctx.attempts)
+    if ctx.error is not None:
+        record["error"] = ctx.error.message[:500]
+    if ctx.metadata:
+        record["metadata"] = ctx.metadata
+    return record
+
+
+class Callbacks(Stage):
+    name = "callbacks"
+    Options = CallbacksOptions
+
+    def __init__(self, options: dict[str, Any], services: Services) -> None:
+        super().__init__(options, services)
+        settings = services.config.litellm_settings
+        self.access_log = options["access_log"]
+        self.success = options.get("success_callback") or list(settings.get("success_callback") or [])
+        self.failure = options.get("failure_callback") or list(settings.get("failure_callback") or [])
+        for name in sorted(set(self.success) | set(self.failure)):
+            if name in KNOWN_CALLBACKS:
+                log.warning("callback %r has no exporter in this version; it is skipped", name)
+            else:
+                log.warning("unknown callback %r; it is skipped", name)
+
+    def __call__(self, ctx: RequestContext, call_next: Handler) -> Any:
+        if self.access_log:
+            ctx.on_finish(self.write_access_log)
+        return call_next(ctx)
+
+    def write_access_log(self, ctx: RequestContext) -> None:
+        access_log.info(orjson.dumps(access_record(ctx), default=str).decode())
+
+    def describe(self) -> dict[str, Any]:
+        return {"access_log": self.access_log, "success_callback": self.success,
+                "failure_callback": self.failure}

@@ -1,0 +1,57 @@
+"""create_app: the Flask app for one config, with its blueprints and error rendering."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from proxy.api import health, openai
+from proxy.api.render import error_response
+from proxy.config import Config, load_config
+from proxy.errors import ProxyError, error_for_status
+from proxy.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "config.yaml"
+
+
+def create_app(config: Config | str | os.PathLike[str] | dict | None = None) -> Flask:
+    """Build the app. ``config`` is a loaded Config, a path, a mapping, or None (CONFIG_FILE_PATH,
+    then conf/config.yaml)."""
+    if not isinstance(config, Config):
+        if config is None and not os.environ.get("CONFIG_FILE_PATH"):
+            config = DEFAULT_CONFIG
+        config = load_config(config)
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+    gateway = Gateway(config)
+
+    app = Flask("llmrelay")
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions["llmrelay"] = gateway
+    app.register_blueprint(openai.make_blueprint(gateway))
+    app.register_blueprint(health.make_blueprint(gateway))
+
+    @app.errorhandler(ProxyError)
+    def proxy_error(err: ProxyError) -> Response:
+        return error_response(err)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Response:
+        status = err.code or 500
+        message = err.description or err.name
+        if status == 404:
+            message = f"Not found: no endpoint at this path ({err.description})"
+        return error_response(error_for_status(status)(message, status=status))
+
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(ProxyError("Internal server error; see the proxy log for details"))
+
+    return app

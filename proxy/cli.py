@@ -1,0 +1,150 @@
+"""The ``llmrelay`` command: validate the config, then run gunicorn with gevent workers.
+
+    llmrelay --config FILE [--host H] [--port 4000] [--num_workers N] [--detailed_debug]
+    llmrelay pipeline --config FILE [--json]
+
+The config is validated in the master before any worker starts, so a bad file exits non-zero
+with every problem listed; each worker then builds its own app (and its own connections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from proxy.config import Config, load_config
+from proxy.errors import ConfigError
+from proxy.logs import setup_logging
+
+log = logging.getLogger("llmrelay")
+
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "conf" / "gunicorn.conf.py"
+
+
+class ProxyServer(BaseApplication):
+    """gunicorn application running ``create_app`` in each gevent worker."""
+
+    def __init__(self, config_path: str, options: dict[str, Any]) -> None:
+        self.config_path = config_path
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        """conf/gunicorn.conf.py (the same file plain gunicorn uses), then the command's flags."""
+        if GUNICORN_CONF.exists():
+            for key, value in runpy.run_path(str(GUNICORN_CONF)).items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from proxy.app import create_app
+
+        setup_logging(self.options.get("loglevel") == "debug")
+        return create_app(self.config_path)
+
+
+def check(config_path: str) -> Config:
+    """Load and build everything a worker will build; exit 2 with the errors if it cannot."""
+    from proxy.gateway import Gateway
+
+    try:
+        config = load_config(config_path)
+        Gateway(config, preload=False).close()
+    except ConfigError as exc:
+        print(f"llmrelay: config {config_path} is not valid:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return config
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmrelay", description="OpenAI-compatible LLM gateway")
+    p.add_argument("--config", "-c", default=os.environ.get("CONFIG_FILE_PATH"),
+                   help="LiteLLM-format config.yaml (default: $CONFIG_FILE_PATH)")
+    p.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "4000")))
+    p.add_argument("--num_workers", type=int, default=int(os.environ.get("NUM_WORKERS", "1")))
+    p.add_argument("--detailed_debug", action="store_true", help="log at DEBUG level")
+    return p
+
+
+def serve(argv: list[str]) -> None:
+    args = serve_parser().parse_args(argv)
+    setup_logging(args.detailed_debug)
+    if not args.config:
+        print("llmrelay: no config: pass --config FILE or set CONFIG_FILE_PATH", file=sys.stderr)
+        raise SystemExit(2)
+    config_path = os.path.abspath(args.config)
+    config = check(config_path)
+    os.environ["CONFIG_FILE_PATH"] = config_path  # workers and reloads read the same file
+    names = []
+    for entry in config.model_list:
+        if entry["model_name"] not in names:
+            names.append(entry["model_name"])
+    log.info("Proxy initialized with Config, Set models:%s", "".join(f"\n    {n}" for n in names))
+    if args.num_workers > 1 and not uses_redis(config):
+        log.warning("--num_workers %d without Redis: rate limits, cooldowns and usage counters are "
+                    "kept per worker; set router_settings.redis_host to share them", args.num_workers)
+    ProxyServer(config_path, {
+        "bind": f"{args.host}:{args.port}",
+        "workers": args.num_workers,
+        "loglevel": "debug" if args.detailed_debug else "info",
+    }).run()
+
+
+def uses_redis(config: Config) -> bool:
+    rs = config.router_settings
+    return bool(rs.get("redis_host") or rs.get("redis_url") or os.environ.get("REDIS_URL")
+                or os.environ.get("REDIS_HOST"))
+
+
+def pipeline(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="llmrelay pipeline", description="print the resolved stage chain")
+    p.add_argument("--config", "-c", default=os.environ.get("CONFIG_FILE_PATH"))
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    args = p.parse_args(argv)
+    if not args.config:
+        print("llmrelay pipeline: pass --config FILE", file=sys.stderr)
+        raise SystemExit(2)
+    logging.getLogger().setLevel(logging.ERROR)
+    config = check(args.config)
+    from proxy.gateway import Gateway
+
+    gateway = Gateway(config, preload=False)
+    chain = gateway.describe()
+    if args.json:
+        print(json.dumps(chain, indent=2, default=str))
+        return
+    source = "pipeline:" if config.pipeline is not None else "default pipeline (no pipeline: in config)"
+    print(f"{source} outermost first")
+    for i, stage in enumerate(chain, 1):
+        print(f"  {i}. {stage['stage']:<20} {stage['class']}")
+        print(f"     needs: {', '.join(stage['needs']) or '-'}   provides: {', '.join(stage['provides']) or '-'}")
+        for key, value in stage["options"].items():
+            print(f"     {key}: {json.dumps(value, default=str)}")
+    print(f"  {len(chain) + 1}. {'upstream':<20} proxy.dispatch.Dispatcher")
+    for name, reason in gateway.pipeline.skipped.items():
+        print(f"  (not in the chain: {name}: {reason})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "pipeline":
+        pipeline(argv[1:])
+    else:
+        serve(argv)
+
+
+if __name__ == "__main__":
+    main()

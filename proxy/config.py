@@ -1,0 +1,352 @@
+"""Load a LiteLLM-format ``config.yaml`` into a validated, resolved ``Config``.
+
+Order matters and follows LiteLLM: ``environment_variables`` are exported first, then every
+``os.environ/NAME`` value anywhere in the file is resolved, then ``credential_list`` entries are
+merged into the model entries that name them, then marshmallow validates the whole file. Errors
+name the config path (``model_list[2].litellm_params.model: ...``) and are all reported at once.
+Unknown keys inside ``litellm_params`` are provider params and pass through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from proxy.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "os.environ/"
+BARE_STAR = re.compile(r"(:[ \t]+)\*([ \t]*(?:#.*)?)$", re.MULTILINE)
+ROUTING_STRATEGIES = (
+    "simple-shuffle",
+    "least-busy",
+    "usage-based-routing",
+    "usage-based-routing-v2",
+    "latency-based-routing",
+    "cost-based-routing",
+)
+
+
+class StrOrList(fields.Field):
+    """A string or a list of strings (e.g. ``organization: [org-1, org-2]``)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        raise ValidationError("Must be a string or a list of strings.")
+
+
+class FallbackList(fields.Field):
+    """``[{"model-a": ["model-b", ...]}, ...]`` as LiteLLM writes fallbacks."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValidationError('Must be a list like [{"model-a": ["model-b"]}].')
+        for item in value:
+            if not isinstance(item, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+                for k, v in item.items()
+            ):
+                raise ValidationError('Each entry must map a model name to a list of model names.')
+        return value
+
+
+class Open(Schema):
+    """LiteLLM sections carry many keys; the typed ones are checked, the rest kept as given."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+class LitellmParams(Open):
+    model = fields.Str(required=True)
+    api_base = fields.Str(allow_none=True)
+    api_key = fields.Str(allow_none=True)
+    api_version = fields.Str(allow_none=True)
+    organization = StrOrList(allow_none=True)
+    rpm = fields.Int(allow_none=True, validate=validate.Range(min=0))
+    tpm = fields.Int(allow_none=True, validate=validate.Range(min=0))
+    weight = fields.Float(allow_none=True, validate=validate.Range(min=0))
+    order = fields.Int(allow_none=True)
+    timeout = fields.Float(allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    stream_timeout = fields.Float(allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    max_retries = fields.Int(allow_none=True, validate=validate.Range(min=0))
+    mock_response = fields.Raw(allow_none=True)
+    extra_headers = fields.Dict(keys=fields.Str(), values=fields.Raw(), allow_none=True)
+    litellm_credential_name = fields.Str(allow_none=True)
+    custom_llm_provider = fields.Str(allow_none=True)
+
+
+class ModelEntry(Schema):
+    model_name = fields.Str(required=True)
+    litellm_params = fields.Nested(LitellmParams, required=True)
+    model_info = fields.Dict(keys=fields.Str(), load_default=dict, allow_none=True)
+
+
+class Credential(Schema):
+    credential_name = fields.Str(required=True)
+    credential_values = fields.Dict(keys=fields.Str(), required=True)
+    credential_info = fields.Dict(keys=fields.Str(), load_default=dict, allow_none=True)
+
+
+class LitellmSettings(Open):
+    drop_params = fields.Bool()
+    set_verbose = fields.Bool()
+    num_retries = fields.Int(validate=validate.Range(min=0))
+    request_timeout = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
+    fallbacks = FallbackList()
+    context_window_fallbacks = FallbackList()
+    content_policy_fallbacks = FallbackList()
+    default_fallbacks = fields.List(fields.Str())
+    allowed_fails = fields.Int(validate=validate.Range(min=0))
+    cooldown_time = fields.Float(validate=validate.Range(min=0))
+    success_callback = fields.List(fields.Str())
+    failure_callback = fields.List(fields.Str())
+    callbacks = fields.Raw()
+    json_logs = fields.Bool()
+
+
+class RouterSettings(Open):
+    routing_strategy = fields.Str(validate=validate.OneOf(ROUTING_STRATEGIES))
+    model_group_alias = fields.Dict(keys=fields.Str(), values=fields.Raw())
+    num_retries = fields.Int(validate=validate.Range(min=0))
+    timeout = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
+    stream_timeout = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
+    retry_after = fields.Float(validate=validate.Range(min=0))
+    allowed_fails = fields.Int(validate=validate.Range(min=0))
+    cooldown_time = fields.Float(validate=validate.Range(min=0))
+    fallbacks = FallbackList()
+    context_window_fallbacks = FallbackList()
+    content_policy_fallbacks = FallbackList()
+    default_fallbacks = fields.List(fields.Str())
+    redis_host = fields.Str(allow_none=True)
+    redis_port = fields.Int(allow_none=True)
+    redis_password = fields.Str(allow_none=True)
+    redis_url = fields.Str(allow_none=True)
+
+
+class GeneralSettings(Open):
+    master_key = fields.Str(allow_none=True)
+    database_path = fields.Str(allow_none=True)
+    database_url = fields.Str(allow_none=True)
+    database_connection_pool_limit = fields.Int(validate=validate.Range(min=1))
+    database_connection_timeout = fields.Float(validate=validate.Range(min=0))
+    alerting = fields.List(fields.Str())
+
+
+class ConfigFile(Schema):
+    """The whole file. Unknown top-level sections are kept (and warned about) so LiteLLM files load."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    model_list = fields.List(fields.Nested(ModelEntry), load_default=list, allow_none=True)
+    litellm_settings = fields.Nested(LitellmSettings, load_default=dict, allow_none=True)
+    router_settings = fields.Nested(RouterSettings, load_default=dict, allow_none=True)
+    general_settings = fields.Nested(GeneralSettings, load_default=dict, allow_none=True)
+    environment_variables = fields.Dict(keys=fields.Str(), load_default=dict, allow_none=True)
+    credential_list = fields.List(fields.Nested(Credential), load_default=list, allow_none=True)
+    pipeline = fields.List(fields.Raw(), load_default=None, allow_none=True)
+
+    @validates_schema
+    def _pipeline_entries(self, data: dict[str, Any], **kwargs: Any) -> None:
+        for i, entry in enumerate(data.get("pipeline") or []):
+            ok = isinstance(entry, str) or (
+                isinstance(entry, dict) and len(entry) == 1 and isinstance(next(iter(entry)), str)
+            )
+            if not ok:
+                raise ValidationError(
+                    {i: ["Must be a stage name or a one-key mapping {stage_name: {options}}."]},
+                    field_name="pipeline",
+                )
+
+
+KNOWN_SECTIONS = set(ConfigFile._declared_fields)
+
+
+@dataclass
+class Config:
+    """A loaded config: validated sections plus what resolution learnt along the way."""
+
+    path: Path | None
+    model_list: list[dict[str, Any]]
+    litellm_settings: dict[str, Any]
+    router_settings: dict[str, Any]
+    general_settings: dict[str, Any]
+    environment_variables: dict[str, Any]
+    credential_list: list[dict[str, Any]]
+    pipeline: list[Any] | None
+    env_paths: set[str] = field(default_factory=set)  # config paths whose value came from os.environ/
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        """A router-level setting: router_settings wins over litellm_settings (LiteLLM's rule)."""
+        for section in (self.router_settings, self.litellm_settings):
+            if section.get(name) is not None:
+                return section[name]
+        return default
+
+
+def flatten_errors(messages: Any, prefix: str = "") -> list[str]:
+    """marshmallow's nested error dict -> ``["model_list[2].litellm_params.model: ..."]``."""
+    if isinstance(messages, dict):
+        out: list[str] = []
+        for key, value in messages.items():
+            if isinstance(key, int):
+                path = f"{prefix}[{key}]"
+            elif key == "_schema":
+                path = prefix
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            out.extend(flatten_errors(value, path))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [f"{prefix or '(config)'}: {' '.join(messages)}"]
+    if isinstance(messages, list):
+        return [line for m in messages for line in flatten_errors(m, prefix)]
+    return [f"{prefix or '(config)'}: {messages}"]
+
+
+def resolve_env(value: Any, path: str, env_paths: set[str], missing: list[str]) -> Any:
+    """Replace every ``os.environ/NAME`` string, at any depth, by the variable's value."""
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX):]
+        env_paths.add(path)
+        if name not in os.environ:
+            missing.append(f"{path}: environment variable {name} is not set")
+        return os.environ.get(name)
+    if isinstance(value, dict):
+        return {
+            k: resolve_env(v, f"{path}.{k}" if path else str(k), env_paths, missing)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [resolve_env(v, f"{path}[{i}]", env_paths, missing) for i, v in enumerate(value)]
+    return value
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse the file; YAML errors become a ConfigError with the line, never a traceback."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        # LiteLLM's docs write `model_name: *`, which YAML reads as an empty alias. Accept it as
+        # the wildcard it means, and say so, rather than refuse a documented example.
+        fixed = BARE_STAR.sub(r'\1"*"\2', text)
+        if "alias" in str(exc) and fixed != text:
+            try:
+                raw = yaml.safe_load(fixed)
+            except yaml.YAMLError:
+                pass
+            else:
+                log.warning("%s: bare * read as the wildcard \"*\"; quote it to silence this", path)
+                return raw if isinstance(raw, dict) else {}
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        hint = ""
+        if "alias" in str(exc):
+            hint = "; a bare * is a YAML alias: quote it, e.g. model_name: \"*\""
+        raise ConfigError([f"{path}: invalid YAML{where}: {problem}{hint}"]) from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: the config must be a mapping with sections such as model_list"])
+    return raw
+
+
+def export_environment(raw: dict[str, Any]) -> None:
+    """``environment_variables`` go into os.environ before anything else is resolved."""
+    env = raw.get("environment_variables") or {}
+    if not isinstance(env, dict):
+        raise ConfigError(["environment_variables: Must be a mapping of NAME: value."])
+    for name, value in env.items():
+        if value is not None:
+            os.environ[str(name)] = str(value)
+
+
+def apply_credentials(data: dict[str, Any], errors: list[str]) -> None:
+    """Merge ``credential_list`` values into entries naming them; explicit params win."""
+    creds = {c["credential_name"]: c["credential_values"] for c in data.get("credential_list") or []}
+    for i, entry in enumerate(data.get("model_list") or []):
+        params = entry["litellm_params"]
+        name = params.get("litellm_credential_name")
+        if not name:
+            continue
+        if name not in creds:
+            known = ", ".join(sorted(creds)) or "none defined"
+            errors.append(
+                f"model_list[{i}].litellm_params.litellm_credential_name: unknown credential "
+                f"{name!r} (credential_list has: {known})"
+            )
+            continue
+        for key, value in creds[name].items():
+            params.setdefault(key, value)
+
+
+def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -> Config:
+    """Load, resolve and validate a config file (or an already-parsed mapping, for tests).
+
+    ``None`` reads ``CONFIG_FILE_PATH``. Raises ConfigError listing every problem found.
+    """
+    if source is None:
+        env_path = os.environ.get("CONFIG_FILE_PATH")
+        if not env_path:
+            raise ConfigError(["no config given: pass --config FILE or set CONFIG_FILE_PATH"])
+        source = env_path
+    path: Path | None = None
+    if isinstance(source, dict):
+        raw = source
+    else:
+        path = Path(source).resolve()
+        raw = read_yaml(path)
+
+    export_environment(raw)
+    env_paths: set[str] = set()
+    missing: list[str] = []
+    resolved = resolve_env(raw, "", env_paths, missing)
+
+    try:
+        data = ConfigFile().load(resolved)
+    except ValidationError as exc:
+        raise ConfigError(flatten_errors(exc.messages)) from exc
+
+    errors: list[str] = []
+    apply_credentials(data, errors)
+    if errors:
+        raise ConfigError(errors)
+
+    warnings = [f"{m} (the value is left empty)" for m in missing]
+    for key in data:
+        if key not in KNOWN_SECTIONS:
+            warnings.append(f"{key}: unknown top-level section, ignored")
+    return Config(
+        path=path,
+        model_list=data.get("model_list") or [],
+        litellm_settings=data.get("litellm_settings") or {},
+        router_settings=data.get("router_settings") or {},
+        general_settings=data.get("general_settings") or {},
+        environment_variables=data.get("environment_variables") or {},
+        credential_list=data.get("credential_list") or [],
+        pipeline=data.get("pipeline"),
+        env_paths=env_paths,
+        warnings=warnings,
+    )

@@ -1,0 +1,109 @@
+"""RequestContext: the one object that flows through the pipeline stages.
+
+Stages never import each other; everything one stage tells the next travels here. Fields are
+slots so a typo is an error, not a silent new attribute.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy.errors import ProxyError
+    from proxy.router.deployment import Deployment
+
+log = logging.getLogger(__name__)
+
+
+class RequestContext:
+    """State of one client request, from the view to the rendered response."""
+
+    __slots__ = (
+        "kind",
+        "body",
+        "headers",
+        "model",
+        "stream",
+        "metadata",
+        "request_id",
+        "started",
+        "caller",
+        "api_key",
+        "deployment",
+        "candidates",
+        "excluded",
+        "attempts",
+        "response",
+        "status",
+        "error",
+        "usage",
+        "timings",
+        "child_time",
+        "response_headers",
+        "mock_response",
+        "_finishers",
+        "extra",
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> None:
+        self.kind = kind  # chat | completion | embedding | moderation
+        self.body = body  # OpenAI-format request, proxy-only fields removed
+        self.headers = headers or {}
+        self.model: str = body.get("model") or ""
+        self.stream: bool = bool(body.get("stream"))
+        self.metadata: dict[str, Any] = {}
+        self.request_id = request_id or f"req-{uuid.uuid4().hex}"
+        self.started = time.perf_counter()
+        self.caller: dict[str, Any] = {}  # who is calling (master key, virtual key, ...)
+        self.api_key: str | None = None
+        self.deployment: Deployment | None = None
+        self.candidates: list[Deployment] | None = None  # narrowed by filters before route
+        self.excluded: dict[str, str] = {}  # deployment id -> why it may not be picked
+        self.attempts: list[dict[str, Any]] = []
+        self.response: dict[str, Any] | Iterator[dict[str, Any]] | None = None
+        self.status = 200
+        self.error: ProxyError | None = None
+        self.usage: dict[str, int] | None = None
+        self.timings: dict[str, float] = {}
+        self.child_time = 0.0
+        self.response_headers: dict[str, str] = {}
+        self.mock_response: Any = None
+        self._finishers: list[Callable[[RequestContext], None]] = []
+        self.extra: dict[str, Any] = {}
+
+    def on_finish(self, fn: Callable[[RequestContext], None]) -> None:
+        """Run ``fn(ctx)`` once the response has been fully sent (or failed), streams included."""
+        self._finishers.append(fn)
+
+    def finish(self) -> None:
+        """Called exactly once by the view's close hook; later stages' hooks run first."""
+        finishers, self._finishers = self._finishers, []
+        for fn in reversed(finishers):
+            try:
+                fn(self)
+            except Exception:  # a broken hook must not hide the others
+                log.exception("finish hook failed for %s", self.request_id)
+
+    def add_timing(self, name: str, seconds: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def server_timing(self) -> str:
+        """The ``Server-Timing`` header value: each stage's own time, upstream, total (ms)."""
+        parts = [f"{name};dur={secs * 1000:.3f}" for name, secs in self.timings.items()]
+        parts.append(f"total;dur={self.elapsed * 1000:.3f}")
+        return ", ".join(parts)

@@ -1,0 +1,137 @@
+"""The innermost handler of the pipeline: send the call to the chosen deployment.
+
+The deployment's adapter builds the provider request, ``transport`` sends it, the adapter turns
+the answer (or the stream, or the error) back into OpenAI format. For streams the first chunk is
+read here, inside the pipeline, so a failure before the first byte can still be retried or fall
+back; after that, chunks flow to the client as they arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from proxy.errors import BadRequest, ProxyError
+from proxy.providers import mock
+
+if TYPE_CHECKING:
+    from proxy.context import RequestContext
+    from proxy.router.deployment import Deployment
+    from proxy.tokens import TokenCounter
+    from proxy.transport import Transport
+
+
+class Dispatcher:
+    """Callable ``handler(ctx)`` at the centre of the onion."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        tokens: TokenCounter,
+        timeout: float,
+        stream_timeout: float | None = None,
+    ) -> None:
+        self.transport = transport
+        self.tokens = tokens
+        self.timeout = timeout
+        self.stream_timeout = stream_timeout
+
+    def __call__(self, ctx: RequestContext) -> Any:
+        dep = ctx.deployment
+        assert dep is not None, "route must run before the upstream call"
+        text = ctx.mock_response if ctx.mock_response is not None else dep.mock_response
+        if text is not None:
+            return self._mock(ctx, dep, str(text))
+        adapter = dep.adapter
+        if ctx.kind not in adapter.kinds:
+            raise BadRequest(f"model {ctx.model!r} ({dep.provider}) does not serve {ctx.kind} requests")
+        call = adapter.sign(adapter.build_request(ctx, dep), dep)
+        timeout = ctx.extra.get("timeout") or dep.timeout or self.timeout
+        if not ctx.stream:
+            resp = self.transport.send(call, timeout)
+            if resp.status >= 400:
+                raise adapter.map_error(resp.status, resp.headers, resp.body)
+            data = adapter.parse_response(ctx, dep, resp.status, resp.body)
+            usage = data.get("usage")
+            if isinstance(usage, dict):
+                ctx.usage = usage
+            ctx.response = data
+            return data
+        read_timeout = dep.stream_timeout or self.stream_timeout or timeout
+        stream = self.transport.open_stream(call, timeout, read_timeout)
+        if stream.status >= 400:
+            raise adapter.map_error(stream.status, stream.headers, stream.read_all(timeout))
+        chunks = adapter.parse_stream(ctx, dep, stream.lines())
+        first = next(chunks, None)  # errors before the first byte surface here, retryable
+        ctx.response = self._relay(ctx, dep, first, chunks)
+        return ctx.response
+
+    def _relay(
+        self,
+        ctx: RequestContext,
+        dep: Deployment,
+        first: dict[str, Any] | None,
+        chunks: Iterator[dict[str, Any]],
+    ) -> Iterator[dict[str, Any]]:
+        """Pass chunks through untouched, noting usage (or estimating it) for accounting."""
+        pieces: list[str] = []
+        try:
+            if first is None:
+                return
+            chunk: dict[str, Any] | None = first
+            while chunk is not None:
+                usage = chunk.get("usage")
+                if usage:
+                    ctx.usage = usage
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or choice
+                    content = delta.get("content") if isinstance(delta, dict) else None
+                    if isinstance(content, str):
+                        pieces.append(content)
+                    elif choice.get("text"):
+                        pieces.append(choice["text"])
+                yield chunk
+                chunk = next(chunks, None)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+            if ctx.usage is None:
+                ctx.usage = self._estimate_usage(ctx, dep, "".join(pieces))
+
+    def _prompt_tokens(self, ctx: RequestContext, dep: Deployment) -> int:
+        body = ctx.body
+        custom = dep.model_info.get("custom_tokenizer")
+        if ctx.kind == "chat":
+            return self.tokens.count(dep.upstream_model, messages=body.get("messages") or [],
+                                     custom_tokenizer=custom).total_tokens
+        prompt = body.get("prompt") if ctx.kind == "completion" else body.get("input")
+        if isinstance(prompt, (str, list)) and all(isinstance(p, str) for p in (
+                prompt if isinstance(prompt, list) else [prompt])):
+            return self.tokens.count(dep.upstream_model, prompt=prompt, custom_tokenizer=custom).total_tokens
+        return 0
+
+    def _estimate_usage(self, ctx: RequestContext, dep: Deployment, completion: str) -> dict[str, int]:
+        try:
+            prompt_tokens = self._prompt_tokens(ctx, dep)
+            completion_tokens = self.tokens.count(dep.upstream_model, prompt=completion).total_tokens \
+                if completion else 0
+        except ProxyError:
+            return mock.usage(0, 0)
+        return mock.usage(prompt_tokens, completion_tokens)
+
+    def _mock(self, ctx: RequestContext, dep: Deployment, text: str) -> Any:
+        prompt_tokens = self._prompt_tokens(ctx, dep)
+        completion_tokens = self.tokens.count(dep.upstream_model, prompt=text).total_tokens if text else 0
+        model = dep.upstream_model
+        if ctx.stream:
+            include = bool((ctx.body.get("stream_options") or {}).get("include_usage"))
+            ctx.usage = mock.usage(prompt_tokens, completion_tokens)
+            ctx.response = mock.mock_stream(ctx.kind, model, text, prompt_tokens, completion_tokens, include)
+            return ctx.response
+        inputs = ctx.body.get("input")
+        n_inputs = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
+        data = mock.mock_response(ctx.kind, model, text, prompt_tokens, completion_tokens, n_inputs)
+        ctx.usage = data.get("usage")
+        ctx.response = data
+        return data

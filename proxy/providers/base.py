@@ -1,0 +1,125 @@
+"""The provider adapter contract.
+
+An adapter translates between the proxy's internal OpenAI format and one provider's wire format.
+It does no I/O: ``transport`` sends what ``build_request`` returns and hands the bytes back to
+``parse_response`` / ``parse_stream`` / ``map_error``. That keeps every adapter testable with
+recorded payloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
+
+from proxy.errors import ContextWindowExceeded, ProxyError, error_for_status
+
+if TYPE_CHECKING:
+    from proxy.context import RequestContext
+    from proxy.router.deployment import Deployment
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """One HTTP request to a provider, fully built."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+    stream: bool = False
+    timeout: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+CONTEXT_WINDOW_MARKERS = (
+    "context_length_exceeded",
+    "context length",
+    "maximum context",
+    "context window",
+    "too many tokens",
+    "prompt is too long",
+    "input is too long",
+)
+
+
+def error_message(body: bytes) -> tuple[str, str | None, str | None]:
+    """(message, code, param) from an error body in OpenAI's shape or close to it."""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail") or orjson.dumps(err).decode()
+            code = err.get("code") or err.get("type")
+            return str(msg), str(code) if code is not None else None, err.get("param")
+        if isinstance(err, str):
+            return err, None, None
+    text = body.decode("utf-8", "replace").strip() if body else ""
+    return text or "upstream returned no error details", None, None
+
+
+class Adapter:
+    """Base adapter; subclasses set ``provider`` and override what differs."""
+
+    provider: ClassVar[str] = ""
+    #: OpenAI request params the provider accepts (drop_params removes the others).
+    supported_params: ClassVar[frozenset[str]] = frozenset()
+    #: litellm_params the adapter consumes itself (never forwarded as request defaults).
+    deployment_params: ClassVar[frozenset[str]] = frozenset()
+    #: endpoint kinds this adapter can serve.
+    kinds: ClassVar[frozenset[str]] = frozenset({"chat"})
+    #: where the provider lives when the config gives no api_base.
+    default_api_base: ClassVar[str | None] = None
+    #: environment variable holding the key when the config gives none.
+    api_key_env: ClassVar[str | None] = None
+
+    def build_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
+        raise NotImplementedError
+
+    def parse_response(
+        self, ctx: RequestContext, deployment: Deployment, status: int, body: bytes
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse_stream(
+        self, ctx: RequestContext, deployment: Deployment, lines: Iterable[bytes]
+    ) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    def sign(self, call: UpstreamCall, deployment: Deployment) -> UpstreamCall:
+        """Providers that sign requests (Bedrock SigV4) override this."""
+        return call
+
+    def map_error(self, status: int, headers: dict[str, str], body: bytes) -> ProxyError:
+        """An upstream error status and body -> the ProxyError the client sees."""
+        message, code, param = error_message(body)
+        lowered = message.lower()
+        if status in (400, 413, 422) and (
+            code == "context_length_exceeded" or any(m in lowered for m in CONTEXT_WINDOW_MARKERS)
+        ):
+            return ContextWindowExceeded(message, param=param)
+        cls = error_for_status(status)
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        status_out = status if status >= 500 else None
+        return cls(
+            f"upstream {self.provider} error {status}: {message}",
+            param=param,
+            code=code,
+            status=status_out,
+            retry_after=retry_after,
+        )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form; dates are rare upstream)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

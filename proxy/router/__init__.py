@@ -1,0 +1,1 @@
+"""Deployments, model groups and the strategies that choose among them."""

@@ -1,0 +1,133 @@
+"""Deployments: one ``model_list`` entry made ready to serve.
+
+Everything a request needs from a deployment (adapter, upstream model name, limits, request
+defaults) is worked out here, once, when the entry is loaded, so the hot path only reads fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from proxy.providers.base import Adapter
+from proxy.providers.registry import ProviderRegistry
+
+#: litellm_params that steer the proxy itself; everything else is a provider param that is sent
+#: as a request default (the client's own value wins), as LiteLLM does.
+CONTROL_PARAMS = frozenset(
+    {
+        "model",
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "organization",
+        "rpm",
+        "tpm",
+        "weight",
+        "order",
+        "timeout",
+        "stream_timeout",
+        "max_retries",
+        "mock_response",
+        "extra_headers",
+        "headers",
+        "litellm_credential_name",
+        "custom_llm_provider",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "model_info",
+        "tags",
+        "use_in_pass_through",
+    }
+)
+
+
+def deployment_id(model_name: str, params: dict[str, Any], index: int) -> str:
+    """Stable across workers and restarts, so shared counters and cooldowns line up."""
+    blob = orjson.dumps({"n": model_name, "p": params, "i": index}, default=str,
+                        option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(eq=False)
+class Deployment:
+    """One servable deployment of a model group (``model_name``)."""
+
+    id: str
+    model_name: str
+    params: dict[str, Any]  # resolved litellm_params (may hold secrets; never shown as is)
+    model_info: dict[str, Any]
+    provider: str
+    upstream_model: str
+    adapter: Adapter
+    api_base: str | None = None
+    api_key: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    weight: float | None = None
+    timeout: float | None = None
+    stream_timeout: float | None = None
+    mock_response: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)  # provider params sent as request defaults
+    source: str = "config"  # config | db
+
+    @property
+    def label(self) -> str:
+        """Short name for logs: model group and upstream model."""
+        return f"{self.model_name}:{self.provider}/{self.upstream_model}"
+
+    @classmethod
+    def from_entry(
+        cls,
+        entry: dict[str, Any],
+        providers: ProviderRegistry,
+        *,
+        index: int = 0,
+        source: str = "config",
+    ) -> Deployment:
+        """Build from a validated model_list entry; raises ValueError with a readable reason."""
+        params = dict(entry["litellm_params"])
+        model_info = dict(entry.get("model_info") or {})
+        model_name = entry["model_name"]
+        adapter, upstream_model = providers.resolve(params["model"], params.get("custom_llm_provider"))
+        dep_id = str(model_info.get("id") or deployment_id(model_name, params, index))
+        model_info["id"] = dep_id
+        consumed = CONTROL_PARAMS | adapter.deployment_params
+        headers = {str(k): str(v) for k, v in (params.get("extra_headers") or params.get("headers") or {}).items()}
+        return cls(
+            id=dep_id,
+            model_name=model_name,
+            params=params,
+            model_info=model_info,
+            provider=adapter.provider,
+            upstream_model=upstream_model,
+            adapter=adapter,
+            api_base=params.get("api_base") or params.get("base_url"),
+            api_key=params.get("api_key"),
+            rpm=params.get("rpm"),
+            tpm=params.get("tpm"),
+            weight=params.get("weight"),
+            timeout=params.get("timeout"),
+            stream_timeout=params.get("stream_timeout"),
+            mock_response=params.get("mock_response"),
+            headers=headers,
+            defaults={k: v for k, v in params.items() if k not in consumed},
+            source=source,
+        )
+
+
+def expand_organizations(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """``organization: [org-1, org-2]`` -> one entry per organization (LiteLLM's behaviour)."""
+    org = entry["litellm_params"].get("organization")
+    if not isinstance(org, list):
+        return [entry]
+    out = []
+    for one in org:
+        params = {**entry["litellm_params"], "organization": one}
+        out.append({**entry, "litellm_params": params, "model_info": dict(entry.get("model_info") or {})})
+    return out

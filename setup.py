@@ -1,0 +1,41 @@
+"""llmrelay: an OpenAI-compatible LLM gateway configured by LiteLLM's config.yaml."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="llmrelay",
+    version="0.1.0",
+    description="OpenAI-compatible LLM gateway: many providers behind one endpoint",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["proxy", "proxy.*", "middleware", "middleware.*"]),
+    py_modules=["wsgi"],
+    package_data={"proxy": ["data/*.json", "data/tokenizers/*"]},
+    include_package_data=True,
+    install_requires=[
+        "flask>=3.0",
+        "gunicorn>=23.0",
+        "gevent>=24.2",
+        "packaging>=23.0",  # imported by gunicorn's gevent worker, not declared by gunicorn
+        "geventhttpclient>=2.3",
+        "requests>=2.31",
+        "marshmallow>=3.20",
+        "pyyaml>=6.0",
+        "redis>=5.0",
+        "sqlite-utils>=3.36",
+        "orjson>=3.9",
+        "tiktoken>=0.7",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8.0",
+            "pytest-timeout>=2.3",
+            "openai>=1.40",
+            "anthropic>=0.34",
+            "ruff>=0.5",
+        ],
+        "hf": ["tokenizers>=0.19"],
+    },
+    entry_points={"console_scripts": ["llmrelay=proxy.cli:main"]},
+)
