@@ -25,7 +25,8 @@ setup(
         "redis>=5.0",
         "sqlite-utils>=3.36",
         "orjson>=3.9",
-        "tiktoken>=0.7",
+        "tiktoken>=0.9",
+        "tokenizers>=0.19",  # model_info.custom_tokenizer (Hugging Face tokenizers)
     ],
     extras_require={
         "test": [
@@ -35,7 +36,6 @@ setup(
             "anthropic>=0.34",
             "ruff>=0.5",
         ],
-        "hf": ["tokenizers>=0.19"],
     },
     entry_points={"console_scripts": ["llmrelay=proxy.cli:main"]},
 )

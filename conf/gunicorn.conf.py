@@ -19,3 +19,6 @@ accesslog = None  # llmrelay writes its own structured access log (the callbacks
 errorlog = "-"
 loglevel = os.environ.get("LLMRELAY_LOGLEVEL", "info")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn >= 25.1 opens a control socket at a fixed per-user path; several proxies on one host
+# would fight over it, and llmrelay's reloads use SIGHUP / POST /config/reload instead.
+control_socket_disable = True

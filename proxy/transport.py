@@ -121,6 +121,8 @@ class Transport:
                 network_timeout=DEFAULT_TIMEOUT,
                 headers={"User-Agent": "llmrelay"},
             )
+            pool = client._connection_pool
+            pool.after_connect = nodelay  # small SSE lines and bodies must not wait on Nagle
             self._clients[key] = client
         path = parts.path or "/"
         if parts.query:
@@ -172,6 +174,10 @@ class Transport:
             client.close()
         self._clients.clear()
         self._targets.clear()
+
+
+def nodelay(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def connection_error(host: str, exc: BaseException) -> ProxyError:

@@ -1,0 +1,531 @@
+"""Token counting for tpm limits, the context-window pre-check and ``/utils/token_counter``.
+
+Three tokenizers, picked per call:
+
+- ``custom_tokenizer`` given (a deployment's ``model_info.custom_tokenizer``): the Hugging Face
+  tokenizer it names, through the ``tokenizers`` package — ``"huggingface_tokenizer"``.
+- an OpenAI model (``gpt-4o``, ``openai/gpt-4.1-mini``, ``azure/gpt-35-turbo``, ``o3-mini``,
+  ``text-embedding-3-small``, …): tiktoken with the model's encoding (``o200k_base`` or
+  ``cl100k_base``, chosen by tiktoken's own model table) — ``"openai_tokenizer"``.
+- anything else: an approximation, ``cl100k_base`` counts (``"approximate (cl100k_base)"``), or
+  characters / 4 if that encoding cannot be loaded (``"approximate (characters/4)"``).
+
+Chat messages are counted the way OpenAI bills them, per the OpenAI cookbook "How to count
+tokens with tiktoken": every message costs 3 tokens plus the tokens of each of its string values
+(role, content, name, …), a ``name`` costs 1 more, and every reply is primed with 3
+(``<|start|>assistant<|message|>``). ``gpt-3.5-turbo-0301`` used 4 per message and -1 per name.
+Tool definitions follow the cookbook's formula too. The same overheads are applied to the other
+tokenizers, as an estimate of their chat templates.
+
+What the cookbook leaves open, counted as documented here: text parts of a list ``content`` count
+as text; an image part counts ``LOW_DETAIL_IMAGE_TOKENS`` at ``detail: low`` and otherwise
+``DEFAULT_IMAGE_TOKENS`` (its real size is unknown without fetching it); ``tool_calls`` and
+``function_call`` count their function names and arguments.
+
+Offline: tiktoken normally downloads its BPE files on first use. The counter never calls
+``tiktoken.get_encoding``; it builds ``tiktoken.Encoding`` from the rank files bundled in
+``data/tokenizers`` (checked against tiktoken's published sha256), once per process. Encodings
+and tokenizers load on first use or in ``preload()``, which the app calls at boot; after that a
+count does no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import lzma
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import tiktoken
+from tiktoken.model import encoding_name_for_model
+from tokenizers import Tokenizer
+
+from proxy.errors import ProxyError
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_DIR = Path(__file__).with_name("data") / "tokenizers"
+
+OPENAI_TOKENIZER = "openai_tokenizer"
+HUGGINGFACE_TOKENIZER = "huggingface_tokenizer"
+APPROXIMATE_ENCODING = "cl100k_base"
+
+# Cookbook chat overheads.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING_TOKENS = 3
+
+# OpenAI's vision pricing: 85 tokens at low detail; at high detail 85 + 170 per 512px tile,
+# 765 for a 1024x1024 image, the usual size, used when the real size is unknown.
+LOW_DETAIL_IMAGE_TOKENS = 85
+DEFAULT_IMAGE_TOKENS = 765
+
+# Distinct model names whose tokenizer choice is remembered (bounded: names may come from callers).
+MODEL_CACHE_SIZE = 4096
+
+TextCounter = Callable[[str], int]
+
+_ENDOFTEXT = "<|endoftext|>"
+_FIM_PREFIX = "<|fim_prefix|>"
+_FIM_MIDDLE = "<|fim_middle|>"
+_FIM_SUFFIX = "<|fim_suffix|>"
+_ENDOFPROMPT = "<|endofprompt|>"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """The result of a count; the shape ``/utils/token_counter`` returns."""
+
+    total_tokens: int
+    tokenizer_type: str
+    model_used: str
+
+
+@dataclass(frozen=True, slots=True)
+class EncodingSpec:
+    """A bundled tiktoken encoding; pattern and special tokens as in ``tiktoken_ext.openai_public``."""
+
+    name: str
+    filename: str
+    sha256: str
+    pat_str: str
+    special_tokens: Mapping[str, int]
+    # Cookbook tool-definition overhead per function: 7 for gpt-4o-family models, 10 for gpt-4.
+    tool_func_init: int
+
+
+ENCODINGS: Mapping[str, EncodingSpec] = MappingProxyType(
+    {
+        "cl100k_base": EncodingSpec(
+            name="cl100k_base",
+            filename="cl100k_base.tiktoken.xz",
+            sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+            pat_str=(
+                r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|"""
+                r""" ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+            ),
+            special_tokens=MappingProxyType(
+                {
+                    _ENDOFTEXT: 100257,
+                    _FIM_PREFIX: 100258,
+                    _FIM_MIDDLE: 100259,
+                    _FIM_SUFFIX: 100260,
+                    _ENDOFPROMPT: 100276,
+                }
+            ),
+            tool_func_init=10,
+        ),
+        "o200k_base": EncodingSpec(
+            name="o200k_base",
+            filename="o200k_base.tiktoken.xz",
+            sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+            pat_str=(
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"""
+                r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"""
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"""
+                r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"""
+                r"""\p{N}{1,3}|"""
+                r""" ?[^\s\p{L}\p{N}]+[\r\n/]*|"""
+                r"""\s*[\r\n]+|"""
+                r"""\s+(?!\S)|"""
+                r"""\s+"""
+            ),
+            special_tokens=MappingProxyType({_ENDOFTEXT: 199999, _ENDOFPROMPT: 200018}),
+            tool_func_init=7,
+        ),
+    }
+)
+
+# o200k_harmony (gpt-oss) has o200k_base's ranks and pattern; only its special tokens differ,
+# and counting treats special-token text as ordinary text.
+_ENCODING_ALIASES: Mapping[str, str] = MappingProxyType({"o200k_harmony": "o200k_base"})
+
+# OpenAI model names tiktoken's table does not cover (yet).
+_EXTRA_MODEL_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("codex-", "o200k_base"),  # codex-mini-latest, an o4-mini
+    ("gpt-oss", "o200k_base"),  # gpt-oss:20b as Ollama names it
+)
+
+
+class TokenizerLoadError(ProxyError):
+    """A tokenizer could not be loaded: a hub tokenizer unreachable, a bad local file."""
+
+    status = 503
+    type = "api_error"
+    code = "tokenizer_unavailable"
+
+    def __init__(self, message: str, *, identifier: str, revision: str | None = None) -> None:
+        super().__init__(message)
+        self.identifier = identifier
+        self.revision = revision
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """How one model name is counted; resolved once per name."""
+
+    kind: str  # "openai" or "approximate"
+    encoding: str  # a key of ENCODINGS
+    tokens_per_message: int
+    tokens_per_name: int
+
+
+class TokenCounter:
+    """Counts prompt tokens; one per app, sharing loaded encodings and tokenizers."""
+
+    def __init__(
+        self, data_dir: str | Path = TOKENIZER_DIR, *, hub_retry_after: float = 60.0
+    ) -> None:
+        self._data_dir = Path(data_dir)
+        # A hub tokenizer that failed is not fetched again for this long: a fetch that fails
+        # takes seconds (the hub client retries), and it must not be paid on every request.
+        self._hub_retry_after = hub_retry_after
+        # Two locks: a slow Hub fetch must not hold up loading a bundled encoding.
+        self._encoding_lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
+        self._encodings: dict[str, tiktoken.Encoding | None] = {}
+        self._encoding_errors: dict[str, TokenizerLoadError] = {}
+        self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
+        self._tokenizer_failures: dict[tuple[str, str], tuple[float, str]] = {}
+        self._choose = lru_cache(maxsize=MODEL_CACHE_SIZE)(_choose)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def preload(self, encodings: Sequence[str] = tuple(ENCODINGS)) -> None:
+        """Load the bundled encodings now (about a second), so no request pays for it."""
+        for name in encodings:
+            self._encoding_or_none(name)
+
+    def encoding(self, name: str) -> tiktoken.Encoding:
+        """The bundled tiktoken encoding ``name``, loaded once; raises if it cannot be."""
+        encoding = self._encoding_or_none(name)
+        if encoding is None:
+            raise self._encoding_errors[name]
+        return encoding
+
+    def _encoding_or_none(self, name: str) -> tiktoken.Encoding | None:
+        name = _ENCODING_ALIASES.get(name, name)
+        if name in self._encodings:
+            return self._encodings[name]
+        with self._encoding_lock:
+            if name not in self._encodings:
+                try:
+                    self._encodings[name] = _load_encoding(self._data_dir, name)
+                except TokenizerLoadError as exc:
+                    # Remembered, so a missing file costs one log line, not I/O per request.
+                    log.error("%s", exc.message)
+                    self._encoding_errors[name] = exc
+                    self._encodings[name] = None
+        return self._encodings[name]
+
+    def load_tokenizer(self, custom_tokenizer: Mapping[str, Any]) -> Tokenizer:
+        """The Hugging Face tokenizer a ``custom_tokenizer`` block names, cached per
+        (identifier, revision).
+
+        ``identifier`` is a local ``tokenizer.json``, a directory holding one, or a Hub repo id
+        (fetched with ``revision`` and ``auth_token``). Call it at boot to fail early and to keep
+        the fetch off the request path.
+        """
+        identifier = custom_tokenizer.get("identifier")
+        if not isinstance(identifier, str) or not identifier:
+            raise TokenizerLoadError(
+                "custom_tokenizer.identifier must be a Hugging Face repo id or a path",
+                identifier=str(identifier),
+            )
+        revision = custom_tokenizer.get("revision") or "main"
+        key = (identifier, revision)
+        tokenizer = self._tokenizers.get(key)
+        if tokenizer is not None:
+            return tokenizer
+        with self._tokenizer_lock:
+            tokenizer = self._tokenizers.get(key)
+            if tokenizer is None:
+                tokenizer = self._fetch_tokenizer(
+                    identifier, revision, custom_tokenizer.get("auth_token")
+                )
+                self._tokenizers[key] = tokenizer
+        return tokenizer
+
+    def _fetch_tokenizer(self, identifier: str, revision: str, token: str | None) -> Tokenizer:
+        key = (identifier, revision)
+        failed = self._tokenizer_failures.get(key)
+        if failed is not None and time.monotonic() - failed[0] < self._hub_retry_after:
+            raise TokenizerLoadError(failed[1], identifier=identifier, revision=revision)
+        path = _local_tokenizer_path(identifier)
+        try:
+            if path is not None:
+                tokenizer = Tokenizer.from_file(str(path))
+            else:
+                tokenizer = Tokenizer.from_pretrained(identifier, revision=revision, token=token)
+        except Exception as exc:  # the Rust side and the hub client raise many kinds
+            if path is not None:
+                message = f"custom tokenizer {identifier!r} could not be loaded from {path}: {exc}"
+            else:
+                message = (
+                    f"custom tokenizer {identifier!r} (revision {revision!r}) could not be "
+                    f"fetched from the Hugging Face Hub: {exc}"
+                )
+                self._tokenizer_failures[key] = (time.monotonic(), message)
+            raise TokenizerLoadError(message, identifier=identifier, revision=revision) from exc
+        self._tokenizer_failures.pop(key, None)
+        # A tokenizer.json may carry truncation or padding settings; either would skew a count.
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        log.info("loaded custom tokenizer %s@%s", identifier, revision)
+        return tokenizer
+
+    # -- counting ------------------------------------------------------------------------------
+
+    def count(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        prompt: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]] | None = None,
+        custom_tokenizer: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> TokenCount:
+        """Tokens of a chat request (``messages``, ``tools``) and/or a completion ``prompt``.
+
+        ``model`` is the model the request goes to (a deployment's ``litellm_params.model`` or
+        its ``base_model``); a provider prefix is allowed. Raises ``TokenizerLoadError`` only
+        for a ``custom_tokenizer`` that cannot be loaded.
+        """
+        model_used = model.split("/", 1)[1] if "/" in model else model
+        choice = self._choose(model)
+        tool_func_init = ENCODINGS[choice.encoding].tool_func_init
+        hf_tokenizer: Tokenizer | None = None
+        if custom_tokenizer:
+            hf_tokenizer = self.load_tokenizer(custom_tokenizer)
+            tokenizer_type = HUGGINGFACE_TOKENIZER
+            text_len = _hf_counter(hf_tokenizer)
+        else:
+            encoding = self._encoding_or_none(choice.encoding)
+            if encoding is None:
+                tokenizer_type = "approximate (characters/4)"
+                text_len = _approximate_len
+            else:
+                tokenizer_type = (
+                    OPENAI_TOKENIZER
+                    if choice.kind == "openai"
+                    else f"approximate ({choice.encoding})"
+                )
+                text_len = _tiktoken_counter(encoding)
+
+        total = 0
+        if messages:
+            total += _count_messages(
+                messages, text_len, choice.tokens_per_message, choice.tokens_per_name
+            )
+        if tools:
+            total += _count_tools(tools, text_len, tool_func_init)
+        if prompt is not None:
+            total += _count_prompt(prompt, text_len, hf_tokenizer)
+        return TokenCount(total_tokens=total, tokenizer_type=tokenizer_type, model_used=model_used)
+
+
+# -- model → tokenizer ---------------------------------------------------------------------------
+
+
+def _choose(model: str) -> _Choice:
+    """Pick the encoding and chat overheads for a model name (memoised per counter)."""
+    name = model.rsplit("/", 1)[-1].strip().lower()
+    encoding = _openai_encoding(name)
+    if encoding is None:
+        return _Choice("approximate", APPROXIMATE_ENCODING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME)
+    if name == "gpt-3.5-turbo-0301":
+        # Its format was <|im_start|>{role or name}\n{content}<|im_end|>\n.
+        return _Choice("openai", encoding, 4, -1)
+    return _Choice("openai", encoding, TOKENS_PER_MESSAGE, TOKENS_PER_NAME)
+
+
+def _openai_encoding(name: str) -> str | None:
+    """The bundled encoding an OpenAI model uses, or None for other (or retired) models."""
+    try:
+        encoding = encoding_name_for_model(name)
+    except KeyError:
+        encoding = next(
+            (enc for prefix, enc in _EXTRA_MODEL_PREFIXES if name.startswith(prefix)), ""
+        )
+    encoding = _ENCODING_ALIASES.get(encoding, encoding)
+    # p50k/r50k models (text-davinci-003 and older) are retired; they get the approximation.
+    return encoding if encoding in ENCODINGS else None
+
+
+def _load_encoding(data_dir: Path, name: str) -> tiktoken.Encoding:
+    spec = ENCODINGS.get(name)
+    if spec is None:
+        raise TokenizerLoadError(f"no bundled tiktoken encoding {name!r}", identifier=name)
+    path = data_dir / spec.filename
+    try:
+        raw = lzma.decompress(path.read_bytes())
+    except (OSError, lzma.LZMAError) as exc:
+        raise TokenizerLoadError(
+            f"tiktoken encoding {name!r} cannot be read from {path}: {exc}", identifier=name
+        ) from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != spec.sha256:
+        raise TokenizerLoadError(
+            f"tiktoken encoding {name!r} at {path} is corrupt: sha256 {digest}, "
+            f"expected {spec.sha256}",
+            identifier=name,
+        )
+    # The .tiktoken format: one "<base64 token> <rank>" per line.
+    ranks = {
+        base64.b64decode(token): int(rank)
+        for token, rank in (line.split() for line in raw.splitlines() if line)
+    }
+    log.info("loaded tiktoken encoding %s (%d ranks) from %s", name, len(ranks), path)
+    return tiktoken.Encoding(
+        name,
+        pat_str=spec.pat_str,
+        mergeable_ranks=ranks,
+        special_tokens=dict(spec.special_tokens),
+    )
+
+
+def _local_tokenizer_path(identifier: str) -> Path | None:
+    """The tokenizer.json an identifier points at on disk, or None for a Hub repo id."""
+    path = Path(identifier).expanduser()
+    if path.is_dir():
+        return path / "tokenizer.json"
+    if path.is_file() or identifier.endswith(".json"):
+        return path
+    if identifier.startswith(("/", "./", "../", "~")):
+        return path  # clearly meant as a path: report it missing, don't ask the Hub
+    return None
+
+
+# -- text counters -------------------------------------------------------------------------------
+
+
+def _tiktoken_counter(encoding: tiktoken.Encoding) -> TextCounter:
+    # encode_ordinary: text that looks like a special token counts as the text it is.
+    encode = encoding.encode_ordinary
+
+    def count(text: str) -> int:
+        return len(encode(text))
+
+    return count
+
+
+def _hf_counter(tokenizer: Tokenizer) -> TextCounter:
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return count
+
+
+def _approximate_len(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+# -- request shapes ------------------------------------------------------------------------------
+
+
+def _count_messages(
+    messages: Sequence[Mapping[str, Any]],
+    text_len: TextCounter,
+    tokens_per_message: int,
+    tokens_per_name: int,
+) -> int:
+    total = 0
+    for message in messages:
+        total += tokens_per_message
+        for key, value in message.items():
+            if isinstance(value, str):
+                total += text_len(value)
+            elif key == "content" and isinstance(value, list):
+                total += _count_parts(value, text_len)
+            elif key == "tool_calls" and isinstance(value, list):
+                for call in value:
+                    if isinstance(call, Mapping):
+                        total += _count_function(call.get("function"), text_len)
+            elif key == "function_call":
+                total += _count_function(value, text_len)
+            if key == "name":
+                total += tokens_per_name
+    return total + REPLY_PRIMING_TOKENS
+
+
+def _count_parts(parts: list[Any], text_len: TextCounter) -> int:
+    total = 0
+    for part in parts:
+        if isinstance(part, str):
+            total += text_len(part)
+        elif not isinstance(part, Mapping):
+            continue
+        elif part.get("type") == "image_url":
+            image = part.get("image_url")
+            detail = image.get("detail") if isinstance(image, Mapping) else None
+            total += LOW_DETAIL_IMAGE_TOKENS if detail == "low" else DEFAULT_IMAGE_TOKENS
+        elif isinstance(part.get("text"), str):
+            total += text_len(part["text"])
+    return total
+
+
+def _count_function(function: Any, text_len: TextCounter) -> int:
+    if not isinstance(function, Mapping):
+        return 0
+    total = text_len(str(function.get("name") or ""))
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        total += text_len(arguments)
+    elif arguments is not None:
+        total += text_len(json.dumps(arguments))
+    return total
+
+
+def _count_tools(tools: Sequence[Mapping[str, Any]], text_len: TextCounter, func_init: int) -> int:
+    """The cookbook's formula for tool definitions (``tools`` or legacy ``functions``)."""
+    prop_init, prop_key, enum_init, enum_item, func_end = 3, 3, -3, 3, 12
+    total = 0
+    for tool in tools:
+        function = tool.get("function", tool)
+        if not isinstance(function, Mapping):
+            continue
+        total += func_init
+        description = str(function.get("description") or "").removesuffix(".")
+        total += text_len(f"{function.get('name', '')}:{description}")
+        parameters = function.get("parameters")
+        properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
+        if not properties or not isinstance(properties, Mapping):
+            continue
+        total += prop_init
+        for prop_name, prop in properties.items():
+            prop = prop if isinstance(prop, Mapping) else {}
+            total += prop_key
+            enum = prop.get("enum")
+            if isinstance(enum, list):
+                total += enum_init
+                for item in enum:
+                    total += enum_item + text_len(str(item))
+            prop_description = str(prop.get("description") or "").removesuffix(".")
+            total += text_len(f"{prop_name}:{prop.get('type', '')}:{prop_description}")
+    return total + func_end if tools else total
+
+
+def _count_prompt(prompt: Any, text_len: TextCounter, tokenizer: Tokenizer | None) -> int:
+    """A completion prompt: a string, a list of strings, or token ids (counted as they are)."""
+    if isinstance(prompt, str):
+        if tokenizer is not None:
+            # A raw prompt gets the model's special tokens (BOS…), so count them.
+            return len(tokenizer.encode(prompt).ids)
+        return text_len(prompt)
+    total = 0
+    for item in prompt:
+        if isinstance(item, int):
+            total += 1
+        elif isinstance(item, str):
+            total += _count_prompt(item, text_len, tokenizer)
+        elif isinstance(item, Sequence):
+            total += len(item)
+    return total

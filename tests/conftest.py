@@ -1,0 +1,15 @@
+"""Shared fixtures: the mock OpenAI upstream (one process for the session)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.mock_upstream import MockOpenAI
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[MockOpenAI]:
+    with MockOpenAI(api_key="sk-upstream") as server:
+        yield server
