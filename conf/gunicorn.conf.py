@@ -8,7 +8,7 @@ import os
 
 bind = os.environ.get("LLMRELAY_BIND", f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '4000')}")
 workers = int(os.environ.get("NUM_WORKERS", "1"))
-worker_class = "gevent"
+worker_class = "proxy.worker.RelayWorker"  # gevent, draining idle keep-alives on SIGTERM
 worker_connections = int(os.environ.get("LLMRELAY_WORKER_CONNECTIONS", "2000"))
 # LLM calls are long; the gevent worker heartbeats on its own, so this only catches a stuck hub.
 timeout = int(os.environ.get("LLMRELAY_WORKER_TIMEOUT", "120"))
