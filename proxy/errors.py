@@ -42,8 +42,10 @@ class ProxyError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         headers: dict[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
+        self._retryable = retryable
         self.message = message
         self.param = param
         if code is not None:
@@ -56,6 +58,8 @@ class ProxyError(Exception):
     @property
     def retryable(self) -> bool:
         """Whether another attempt (same or other deployment) may succeed."""
+        if self._retryable is not None:
+            return self._retryable
         return self.status in (408, 429) or self.status >= 500
 
     def body(self) -> dict[str, Any]:
@@ -71,7 +75,7 @@ class ProxyError(Exception):
     def response_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
         if self.retry_after is not None:
-            headers["Retry-After"] = str(max(1, int(round(self.retry_after))))
+            headers["Retry-After"] = str(max(1, round(self.retry_after)))
         return headers
 
 

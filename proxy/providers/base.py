@@ -112,6 +112,8 @@ class Adapter:
             code=code,
             status=status_out,
             retry_after=retry_after,
+            # an exhausted quota is a 429 that no amount of waiting fixes
+            retryable=False if code == "insufficient_quota" else None,
         )
 
 

@@ -42,6 +42,32 @@ CONTROL_PARAMS = frozenset(
         "model_info",
         "tags",
         "use_in_pass_through",
+        # prompt template (prompt_template stage)
+        "roles",
+        "initial_prompt_value",
+        "final_prompt_value",
+        "bos_token",
+        "eos_token",
+        "additional_drop_params",
+        # cloud credentials and placement, used by the adapters that sign or route by them
+        "region_name",
+        "aws_region_name",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "aws_profile_name",
+        "aws_role_name",
+        "aws_bedrock_runtime_endpoint",
+        "azure_ad_token",
+        "azure_ad_token_provider",
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        "vertex_project",
+        "vertex_location",
+        "vertex_credentials",
+        "max_budget",
+        "budget_duration",
     }
 )
 

@@ -1,0 +1,1 @@
+"""On-demand speed benchmark of llmrelay against bare forwarders; see README.md."""

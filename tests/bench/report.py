@@ -1,0 +1,228 @@
+"""Results of a run: per-target samples, their medians, the markdown tables and the JSON file.
+
+Every figure shown is the median over the run's rounds; the JSON keeps each round's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.bench.loadgen import StreamResult, WrkResult
+
+FORWARDERS = ("requests", "urllib3", "geventhttpclient")
+NO_UPSTREAM = ("canned",)
+NOISY_LOAD = 10.0  # % of a CPU lost to other programs or the hypervisor that makes a row suspect
+
+T = TypeVar("T")
+
+
+def _median(items: Sequence[T], value: Callable[[T], float]) -> float | None:
+    return statistics.median(value(i) for i in items) if items else None
+
+
+@dataclass
+class Row:
+    """One target (or the upstream baseline); ``key`` is the name ``--only`` accepts."""
+
+    key: str
+    label: str
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+    throughput: list[WrkResult] = field(default_factory=list)
+    latency: list[WrkResult] = field(default_factory=list)
+    stream: list[StreamResult] = field(default_factory=list)
+    load: list[dict[str, float]] = field(default_factory=list)  # per throughput run
+
+    @property
+    def rps(self) -> float | None:
+        return _median(self.throughput, lambda r: r.rps)
+
+    @property
+    def p50_ms(self) -> float | None:
+        return _median(self.latency, lambda r: r.p50_ms)
+
+    @property
+    def p99_ms(self) -> float | None:
+        return _median(self.latency, lambda r: r.p99_ms)
+
+    @property
+    def ttfc_p50_ms(self) -> float | None:
+        return _median(self.stream, lambda r: r.ttfc_p50_ms)
+
+    @property
+    def ttfc_p99_ms(self) -> float | None:
+        return _median(self.stream, lambda r: r.ttfc_p99_ms)
+
+    @property
+    def stream_total_p50_ms(self) -> float | None:
+        return _median(self.stream, lambda r: r.total_p50_ms)
+
+    @property
+    def errors(self) -> int:
+        runs = [*self.throughput, *self.latency]
+        return sum(r.error_count for r in runs) + sum(s.errors for s in self.stream)
+
+    def cpu_median(self, cpu: str) -> float | None:
+        return _median([ld for ld in self.load if cpu in ld], lambda ld: ld[cpu])
+
+    def load_max(self, key: str) -> float | None:
+        """Worst round for ``other_processes`` or ``steal``."""
+        values = [ld[key] for ld in self.load if key in ld]
+        return max(values) if values else None
+
+
+@dataclass
+class Summary:
+    """The rows of one run and the figures derived across them."""
+
+    baseline: Row
+    rows: list[Row]
+    cpus: dict[str, str | None]
+
+    @property
+    def fastest_forwarder_rps(self) -> float | None:
+        rates = [r.rps for r in self.rows if r.key in FORWARDERS and r.rps]
+        return max(rates) if rates else None
+
+    def added_p50_ms(self, row: Row) -> float | None:
+        """Latency the target adds over calling the upstream directly."""
+        if row is self.baseline or row.key in NO_UPSTREAM:
+            return None
+        if row.p50_ms is None or self.baseline.p50_ms is None:
+            return None
+        return round(row.p50_ms - self.baseline.p50_ms, 3)
+
+    def added_ttfc_p50_ms(self, row: Row) -> float | None:
+        if row is self.baseline or row.ttfc_p50_ms is None or self.baseline.ttfc_p50_ms is None:
+            return None
+        return round(row.ttfc_p50_ms - self.baseline.ttfc_p50_ms, 3)
+
+    def pct_of_fastest(self, row: Row) -> float | None:
+        fastest = self.fastest_forwarder_rps
+        if row is self.baseline or not fastest or row.rps is None:
+            return None
+        return round(100.0 * row.rps / fastest, 1)
+
+    def cpu_names(self) -> list[str]:
+        names = {cpu for row in [self.baseline, *self.rows] for ld in row.load for cpu in ld}
+        names -= {"other_processes", "steal"}
+        return sorted(names, key=lambda n: int(n[3:]) if n[3:].isdigit() else -1)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(summary: Summary, rounds: int) -> str:
+    """The main table, the measurement-health table, the streaming table, then notes."""
+    everyone = [summary.baseline, *summary.rows]
+    measured = [r for r in everyone if r.status == "ok"]
+    lines = [
+        (
+            "| target | req/s @16 conn | p50 ms @1 conn | p99 ms @1 conn | added p50 ms "
+            "| % of fastest bare forwarder (req/s) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in everyone:
+        if row.status != "ok":
+            lines.append(f"| {row.label} | {row.status} | | | | |")
+            continue
+        lines.append(
+            f"| {row.label} | {_fmt(row.rps, 0)} | {_fmt(row.p50_ms, 3)} "
+            f"| {_fmt(row.p99_ms, 3)} | {_fmt(summary.added_p50_ms(row), 3)} "
+            f"| {_fmt(summary.pct_of_fastest(row), 1)} |"
+        )
+
+    cpus = summary.cpu_names()
+    target_cpu = summary.cpus.get("target") or "unpinned"
+    aux_cpu = summary.cpus.get("aux") or "unpinned"
+    lines += [
+        "",
+        (
+            f"Medians of {rounds} round(s). CPU load during the req/s runs — target on cpu "
+            f"{target_cpu}, upstream + wrk on cpu {aux_cpu}. A target CPU near 100% means the "
+            "target set the pace. 'other processes' (programs outside this run) and 'steal' "
+            "(time the hypervisor gave away) are in % of one CPU, worst round."
+        ),
+        "",
+        "| target | "
+        + " | ".join(f"{c} busy %" for c in cpus)
+        + " | other processes % | steal % | errors |",
+        "|---|" + "---:|" * (len(cpus) + 3),
+    ]
+    for row in measured:
+        busy = "".join(f" {_fmt(row.cpu_median(c), 0)} |" for c in cpus)
+        other, steal = row.load_max("other_processes"), row.load_max("steal")
+        lines.append(f"| {row.label} |{busy} {_fmt(other, 0)} | {_fmt(steal, 0)} | {row.errors} |")
+
+    streamed = [r for r in measured if r.stream]
+    if streamed:
+        lines += [
+            "",
+            (
+                "| target (streaming) | first chunk p50 ms | first chunk p99 ms "
+                "| added first chunk p50 ms | whole stream p50 ms |"
+            ),
+            "|---|---:|---:|---:|---:|",
+        ]
+        for row in streamed:
+            lines.append(
+                f"| {row.label} | {_fmt(row.ttfc_p50_ms, 3)} | {_fmt(row.ttfc_p99_ms, 3)} "
+                f"| {_fmt(summary.added_ttfc_p50_ms(row), 3)} "
+                f"| {_fmt(row.stream_total_p50_ms, 3)} |"
+            )
+
+    notes = [f"- {r.label}: {r.note}" for r in everyone if r.note]
+    for row in measured:
+        lost = (row.load_max("other_processes") or 0) + (row.load_max("steal") or 0)
+        if lost > NOISY_LOAD:
+            notes.append(
+                f"- {row.label}: up to {lost:.0f}% of a CPU went to other programs or the "
+                "hypervisor during a req/s run; its figures are suspect, re-run on a quiet machine"
+            )
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines)
+
+
+def _row_document(summary: Summary, row: Row) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        "label": row.label,
+        "status": row.status,
+        "note": row.note,
+        "rps_16_conn": row.rps,
+        "p50_ms_1_conn": row.p50_ms,
+        "p99_ms_1_conn": row.p99_ms,
+        "added_p50_ms": summary.added_p50_ms(row),
+        "pct_of_fastest_forwarder_rps": summary.pct_of_fastest(row),
+        "stream_ttfc_p50_ms": row.ttfc_p50_ms,
+        "stream_ttfc_p99_ms": row.ttfc_p99_ms,
+        "stream_added_ttfc_p50_ms": summary.added_ttfc_p50_ms(row),
+        "stream_total_p50_ms": row.stream_total_p50_ms,
+        "errors": row.errors,
+        "other_processes_cpu_max_pct": row.load_max("other_processes"),
+        "steal_cpu_max_pct": row.load_max("steal"),
+        "rounds": {
+            "throughput": [r.as_dict() for r in row.throughput],
+            "latency": [r.as_dict() for r in row.latency],
+            "stream": [s.as_dict() for s in row.stream],
+            "cpu_load": row.load,
+        },
+    }
+
+
+def write_json(path: Path, meta: dict[str, Any], summary: Summary) -> None:
+    document = {
+        "meta": meta,
+        "fastest_forwarder_rps": summary.fastest_forwarder_rps,
+        "baseline": _row_document(summary, summary.baseline),
+        "targets": [_row_document(summary, row) for row in summary.rows],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")

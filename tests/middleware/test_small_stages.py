@@ -1,0 +1,117 @@
+"""environment_filter, drop_params, prompt_template and callbacks, each with a made-up context."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from middleware.callbacks import Callbacks
+from middleware.drop_params import DropParams
+from middleware.environment_filter import EnvironmentFilter
+from middleware.prompt_template import PromptTemplate, render
+from middleware.route import Route
+from proxy.errors import ConfigError, ServiceUnavailable
+from proxy.pipeline import StageNotUsed
+from tests.helpers import chat_ctx, gateway
+
+ENVS = {"model_list": [
+    {"model_name": "everywhere", "litellm_params": {"model": "openai/a", "mock_response": "x"}},
+    {"model_name": "prod-only", "litellm_params": {"model": "openai/b", "mock_response": "x"},
+     "model_info": {"supported_environments": ["production"]}},
+    {"model_name": "dev-staging", "litellm_params": {"model": "openai/c", "mock_response": "x"},
+     "model_info": {"supported_environments": ["development", "staging"]}},
+]}
+
+
+def test_environment_filter_hides_deployments(monkeypatch) -> None:
+    monkeypatch.setenv("LITELLM_ENVIRONMENT", "production")
+    gw = gateway(ENVS)
+    assert gw.services.visible_model_names() == ["everywhere", "prod-only"]
+    assert [s.name for s in gw.pipeline.stages].count("environment_filter") == 1
+    ctx = chat_ctx("dev-staging")
+    with pytest.raises(ServiceUnavailable) as info:
+        gw.pipeline(ctx)
+    assert "not available in production" in info.value.message
+    assert gw.pipeline(chat_ctx("prod-only"))["choices"][0]["message"]["content"] == "x"
+
+
+def test_environment_filter_off_without_environment(monkeypatch) -> None:
+    monkeypatch.delenv("LITELLM_ENVIRONMENT", raising=False)
+    gw = gateway(ENVS)
+    with pytest.raises(StageNotUsed):
+        EnvironmentFilter({"environment": None}, gw.services)
+    assert len(gw.services.visible_model_names()) == 3
+
+
+def test_environment_must_be_known(monkeypatch) -> None:
+    monkeypatch.setenv("LITELLM_ENVIRONMENT", "qa")
+    with pytest.raises(ConfigError) as info:
+        gateway(ENVS)
+    assert "LITELLM_ENVIRONMENT='qa'" in str(info.value)
+
+
+class LimitedAdapter:
+    supported_params = frozenset({"messages", "model", "temperature", "stream"})
+
+
+def routed_ctx(gw, model: str, **body):
+    ctx = chat_ctx(model, **body)
+    Route({}, gw.services)(ctx, lambda c: None)
+    return ctx
+
+
+def test_drop_params_drops_only_known_unsupported_params() -> None:
+    gw = gateway({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}]})
+    ctx = routed_ctx(gw, "m", temperature=0.1, logit_bias={"1": 2}, my_provider_flag=True)
+    ctx.deployment.adapter = LimitedAdapter()
+    seen = {}
+    DropParams({"enabled": True}, gw.services)(ctx, lambda c: seen.update(c.body))
+    assert "logit_bias" not in seen and seen["temperature"] == 0.1 and seen["my_provider_flag"] is True
+    assert ctx.extra["dropped_params"] == ["logit_bias"]
+
+
+def test_drop_params_off_keeps_everything_and_per_request_switch() -> None:
+    gw = gateway({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}]})
+    stage = DropParams({"enabled": None}, gw.services)
+    assert stage.enabled is False
+    ctx = routed_ctx(gw, "m", logit_bias={"1": 2})
+    ctx.deployment.adapter = LimitedAdapter()
+    stage(ctx, lambda c: None)
+    assert "logit_bias" in ctx.body
+    ctx.extra["drop_params"] = True
+    stage(ctx, lambda c: None)
+    assert "logit_bias" not in ctx.body
+
+
+def test_prompt_template_renders_litellm_roles() -> None:
+    params = {"initial_prompt_value": "\n", "final_prompt_value": "\n", "bos_token": "<s>", "eos_token": "</s>",
+              "roles": {"system": {"pre_message": "<|im_start|>system\n", "post_message": "<|im_end|>"},
+                        "user": {"pre_message": "<|im_start|>user\n", "post_message": "<|im_end|>"}}}
+    text = render([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}], params)
+    assert text == "<s>\n<|im_start|>system\nbe brief<|im_end|><|im_start|>user\nhi<|im_end|>\n</s>"
+    gw = gateway({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m", **params}}]})
+    ctx = routed_ctx(gw, "m")
+    PromptTemplate({}, gw.services)(ctx, lambda c: None)
+    assert ctx.extra["prompt"].startswith("<s>\n<|im_start|>user\nhello")
+    # deployment template params are not forwarded as request defaults
+    assert "roles" not in gw.services.models.group("m")[0].defaults
+
+
+def test_callbacks_write_one_access_line_per_request(caplog) -> None:
+    gw = gateway({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m",
+                                                                       "mock_response": "a b"}}],
+                  "pipeline": ["route"]})
+    stage = Callbacks({"access_log": True}, gw.services)
+    ctx = chat_ctx("m")
+    caplog.set_level(logging.INFO, logger="llmrelay.access")
+    stage(ctx, lambda c: gw.pipeline(c))
+    access = [r for r in caplog.records if r.name == "llmrelay.access"]
+    assert not access  # written when the response is finished, not before
+    ctx.finish()
+    access = [r for r in caplog.records if r.name == "llmrelay.access"]
+    assert len(access) == 1
+    record = json.loads(access[0].getMessage())
+    assert record["model"] == "m" and record["status"] == 200 and record["completion_tokens"] == 2
+    assert record["deployment"] == ctx.deployment.id and record["latency_ms"] > 0
