@@ -12,9 +12,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from proxy.context import RequestContext
 from proxy.errors import ConfigError
-from proxy.pipeline import Handler, Stage, StageNotUsed
+from proxy.pipeline import Stage, StageNotUsed
 from proxy.router.deployment import Deployment
 from proxy.services import Services
 
@@ -40,8 +39,9 @@ class EnvironmentFilter(Stage):
         if env not in ENVIRONMENTS:
             raise ConfigError([f"LITELLM_ENVIRONMENT={env!r} must be one of {', '.join(ENVIRONMENTS)}"])
         self.environment = env
+        # Hidden deployments are hidden everywhere (routing, /models, /model/info), so the work is
+        # done once here: the filter joins the services every surface consults.
         services.listing_filters.append(self.reason)
-        self._filters = [self.reason]
 
     def reason(self, dep: Deployment) -> str | None:
         """Why ``dep`` is hidden here, or None when it may serve."""
@@ -49,11 +49,6 @@ class EnvironmentFilter(Stage):
         if allowed is None or self.environment in allowed:
             return None
         return f"environment: not available in {self.environment}"
-
-    def __call__(self, ctx: RequestContext, call_next: Handler) -> Any:
-        filters = ctx.extra.get("deployment_filters")
-        ctx.extra["deployment_filters"] = [*filters, self.reason] if filters else self._filters
-        return call_next(ctx)
 
     def describe(self) -> dict[str, Any]:
         return {"environment": self.environment}

@@ -1,16 +1,17 @@
-"""``route``: choose the deployment that will serve the request.
+"""``route``: choose the deployment that will serve the request, and account for the outcome.
 
 Candidates are the deployments of the requested model group (after ``model_group_alias`` and
-wildcards), less those an earlier stage excluded (environment, failed attempts, ...). The routing
-strategy picks among the rest.
+wildcards) that are visible here, not cooling down, under their rpm/tpm limits this minute, and
+not already tried by this request. The routing strategy picks among them (proxy/router).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from proxy.context import RequestContext
-from proxy.errors import BadRequest, ServiceUnavailable
+from proxy.errors import BadRequest, ProxyError
 from proxy.pipeline import Handler, Stage
 
 
@@ -19,8 +20,8 @@ class Route(Stage):
     provides = frozenset({"deployment"})
 
     def __call__(self, ctx: RequestContext, call_next: Handler) -> Any:
-        models = self.services.models
-        group = models.group(ctx.model)
+        router = self.services.router
+        group = router.group(ctx.model)
         if not group:
             raise BadRequest(
                 f"Invalid model name passed in model={ctx.model}. Call `/v1/models` to view "
@@ -28,23 +29,23 @@ class Route(Stage):
                 param="model",
                 code="model_not_found",
             )
-        excluded = ctx.excluded
-        filters = ctx.extra.get("deployment_filters")
-        candidates = []
-        for dep in group:
-            if dep.id in excluded:
-                continue
-            if filters:
-                reason = next((r for f in filters if (r := f(dep))), None)
-                if reason:
-                    excluded[dep.id] = reason
-                    continue
-            candidates.append(dep)
-        if not candidates:
-            reasons = sorted({excluded.get(d.id, "") for d in group})
-            raise ServiceUnavailable(
-                f"No deployment of model {ctx.model!r} can take the request now ({'; '.join(reasons)})"
-            )
-        ctx.candidates = candidates
-        ctx.deployment = self.services.strategy.pick(candidates, ctx)
-        return call_next(ctx)
+        dep = router.choose(ctx, group)
+        ctx.candidates = group
+        ctx.deployment = dep
+        router.started(dep)
+        started = time.perf_counter()
+        try:
+            result = call_next(ctx)
+        except ProxyError as exc:
+            router.finished(ctx, dep, exc, time.perf_counter() - started)
+            raise
+        except BaseException:
+            router.finished(ctx, dep, ProxyError("internal error"), time.perf_counter() - started)
+            raise
+        first_byte = time.perf_counter() - started
+        if ctx.stream and not isinstance(result, dict):
+            # the stream is still flowing: account for it when the client has it all
+            ctx.on_finish(lambda c: router.finished(c, dep, c.error, time.perf_counter() - started, first_byte))
+        else:
+            router.finished(ctx, dep, None, first_byte)
+        return result

@@ -9,7 +9,7 @@ from pathlib import Path
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from proxy.api import health, openai
+from proxy.api import admin, health, openai
 from proxy.api.render import error_response
 from proxy.config import Config, load_config
 from proxy.errors import ProxyError, error_for_status
@@ -36,6 +36,7 @@ def create_app(config: Config | str | os.PathLike[str] | dict | None = None) -> 
     app.extensions["llmrelay"] = gateway
     app.register_blueprint(openai.make_blueprint(gateway))
     app.register_blueprint(health.make_blueprint(gateway))
+    app.register_blueprint(admin.make_blueprint(gateway))
 
     @app.errorhandler(ProxyError)
     def proxy_error(err: ProxyError) -> Response:

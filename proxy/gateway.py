@@ -16,8 +16,10 @@ from proxy.keys import KeyChecker
 from proxy.pipeline import Pipeline
 from proxy.providers.registry import ProviderRegistry
 from proxy.router.models import ModelRegistry
-from proxy.router.strategies import SimpleShuffle
+from proxy.router.router import Router
+from proxy.router.strategies import make_strategy
 from proxy.services import Services
+from proxy.state import make_state
 from proxy.tokens import TokenCounter
 from proxy.transport import DEFAULT_TIMEOUT, Transport
 
@@ -27,6 +29,13 @@ log = logging.getLogger(__name__)
 def build_models(config: Config, providers: ProviderRegistry) -> ModelRegistry:
     aliases = config.router_settings.get("model_group_alias") or {}
     return ModelRegistry.from_entries(config.model_list, providers, aliases)
+
+
+def redis_settings(config: Config) -> dict[str, Any]:
+    """Redis connection settings from router_settings (LiteLLM's keys); the env is read by make_state."""
+    rs = config.router_settings
+    keys = ("redis_url", "redis_host", "redis_port", "redis_password")
+    return {k: rs[k] for k in keys if rs.get(k) is not None}
 
 
 class Gateway:
@@ -40,18 +49,20 @@ class Gateway:
             tokens.preload()  # tokenizer files are read at boot, never on a request
         costmap = CostMap.load(config.litellm_settings.get("model_cost_map_path"))
         self.transport = transport or Transport()
-        strategy_name = config.router_settings.get("routing_strategy") or "simple-shuffle"
-        if strategy_name != "simple-shuffle":
-            log.warning("routing_strategy %s is served as simple-shuffle in this version", strategy_name)
+        state = make_state(redis_settings(config))
+        strategy = make_strategy(config.router_settings.get("routing_strategy") or "simple-shuffle",
+                                 state, costmap)
         self.services = Services(
             config=config,
             providers=providers,
             models=build_models(config, providers),
-            strategy=SimpleShuffle(),
+            strategy=strategy,
             transport=self.transport,
             tokens=tokens,
             costmap=costmap,
+            state=state,
         )
+        self.services.router = Router(self.services, state, strategy)
         timeout = config.setting("timeout") or config.litellm_settings.get("request_timeout") or DEFAULT_TIMEOUT
         self.dispatcher = Dispatcher(self.transport, tokens, float(timeout),
                                      config.router_settings.get("stream_timeout"))
@@ -62,4 +73,6 @@ class Gateway:
         return self.pipeline.describe()
 
     def close(self) -> None:
+        """Flush what is buffered (usage counters) and release connections."""
+        self.services.state.close()
         self.transport.close()

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from proxy.providers.registry import ProviderRegistry
     from proxy.router.deployment import Deployment
     from proxy.router.models import ModelRegistry
+    from proxy.router.router import Router
     from proxy.router.strategies import Strategy
     from proxy.tokens import TokenCounter
     from proxy.transport import Transport
@@ -28,6 +29,8 @@ class Services:
     transport: Transport
     tokens: TokenCounter
     costmap: CostMap | None = None
+    state: Any = None
+    router: Router | None = None  # set once the services exist (the router reads them)
     #: predicates contributed by stages (e.g. environment_filter): a reason string hides a deployment
     listing_filters: list[Callable[[Deployment], str | None]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -25,7 +25,19 @@ class RelayWorker(GeventWorker):
 
     def run(self) -> None:
         gevent.spawn(self._close_idle_when_stopping)
-        super().run()
+        try:
+            super().run()
+        finally:
+            self._close_app()
+
+    def _close_app(self) -> None:
+        """Flush what the app buffers (usage counters, spend logs) before the process exits."""
+        gateway = getattr(self.wsgi, "extensions", {}).get("llmrelay")
+        if gateway is not None:
+            try:
+                gateway.close()
+            except Exception:
+                self.log.exception("closing the app failed")
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         current = gevent.getcurrent()

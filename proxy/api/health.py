@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from proxy.api.render import json_response
 
@@ -27,5 +27,11 @@ def make_blueprint(gateway: Gateway) -> Blueprint:
             "models": len(gateway.services.models.deployments),
             "pipeline": [s.name for s in gateway.pipeline.stages],
         })
+
+    @bp.get("/health/cooldowns")
+    def cooldowns() -> Response:
+        """Deployments cooling down after repeated failures, and when each returns (master key)."""
+        gateway.keys.require_admin(request.headers)
+        return json_response({"cooldowns": gateway.services.router.cooldowns()})
 
     return bp

@@ -19,7 +19,7 @@ def entry(name: str, model: str, **params) -> dict:
 
 def picks(config: dict, model: str, n: int = 4000) -> Counter:
     gw = gateway(config)
-    gw.services.strategy = SimpleShuffle(random.Random(7))
+    gw.services.router.strategy = SimpleShuffle(gw.services.state, random.Random(7))
     stage = Route({}, gw.services)
     seen: Counter = Counter()
     for _ in range(n):
@@ -29,15 +29,15 @@ def picks(config: dict, model: str, n: int = 4000) -> Counter:
 
 
 def test_rpm_weights_the_shuffle() -> None:
-    seen = picks({"model_list": [entry("g", "openai/a", rpm=100, api_base="a"),
-                                 entry("g", "openai/b", rpm=900, api_base="b")]}, "g")
+    seen = picks({"model_list": [entry("g", "openai/a", rpm=100_000, api_base="a"),
+                                 entry("g", "openai/b", rpm=900_000, api_base="b")]}, "g")
     share = seen["b"] / 4000
     assert 0.87 < share < 0.93  # 0.9 expected; 4000 draws put 3 sigma at about 0.014
 
 
 def test_weight_wins_over_rpm() -> None:
-    seen = picks({"model_list": [entry("g", "openai/a", rpm=900, weight=1, api_base="a"),
-                                 entry("g", "openai/b", rpm=100, weight=3, api_base="b")]}, "g")
+    seen = picks({"model_list": [entry("g", "openai/a", rpm=900_000, weight=1, api_base="a"),
+                                 entry("g", "openai/b", rpm=100_000, weight=3, api_base="b")]}, "g")
     assert 0.72 < seen["b"] / 4000 < 0.78
 
 

@@ -12,7 +12,7 @@ from middleware.drop_params import DropParams
 from middleware.environment_filter import EnvironmentFilter
 from middleware.prompt_template import PromptTemplate, render
 from middleware.route import Route
-from proxy.errors import ConfigError, ServiceUnavailable
+from proxy.errors import BadRequest, ConfigError
 from proxy.pipeline import StageNotUsed
 from tests.helpers import chat_ctx, gateway
 
@@ -31,9 +31,12 @@ def test_environment_filter_hides_deployments(monkeypatch) -> None:
     assert gw.services.visible_model_names() == ["everywhere", "prod-only"]
     assert [s.name for s in gw.pipeline.stages].count("environment_filter") == 1
     ctx = chat_ctx("dev-staging")
-    with pytest.raises(ServiceUnavailable) as info:
+    with pytest.raises(BadRequest) as info:  # invisible here, as if it were not configured
         gw.pipeline(ctx)
-    assert "not available in production" in info.value.message
+    assert info.value.code == "model_not_found" and "dev-staging" not in info.value.message.split(":")[-1]
+    explained = gw.services.router.explain(chat_ctx("dev-staging"))
+    assert explained["chosen"] is None
+    assert explained["excluded"][0]["reason"] == "environment: not available in production"
     assert gw.pipeline(chat_ctx("prod-only"))["choices"][0]["message"]["content"] == "x"
 
 

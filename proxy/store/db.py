@@ -1,0 +1,382 @@
+"""The SQLite file behind ``proxy/store``: connections, pragmas, schema and migrations.
+
+Every gunicorn worker on a host opens the same file, so everything here is written for several
+processes at once:
+
+- WAL journal: readers never wait for the writer and the writer never waits for readers.
+  ``synchronous=NORMAL`` makes a commit cost no fsync; a commit survives a process crash, and a
+  power loss can only take back the last commits before a checkpoint.
+- A write is one short ``BEGIN IMMEDIATE`` transaction. Taking the write lock up front means a
+  transaction never fails half-way with SQLITE_BUSY_SNAPSHOT because another process wrote
+  between its read and its write. Waiting for the lock is SQLite's ``busy_timeout``; a
+  ``database is locked`` that still escapes (WAL recovery, journal-mode change) is retried with
+  backoff until ``timeout`` has passed, then raised as ``StoreBusy``.
+- Migrations run at open, one transaction each under the write lock, re-reading
+  ``PRAGMA user_version`` after taking it: when several workers open an old file at once, one
+  applies each step and the others see it done. (sqlite-utils' ``Migrations`` reads what is
+  pending before its transaction starts, so two workers could both apply a step.)
+
+gevent: SQLite calls are C calls that do not yield, and a write may sit in SQLite's busy
+handler for up to ``timeout`` seconds while another worker holds the lock; inline, that freezes
+every greenlet of the worker. So when ``threading`` is monkey-patched, writes run in the hub's
+threadpool and the calling greenlet waits cooperatively. Reads run inline: a WAL reader does not
+wait for locks, and a read (~6-30 µs) costs less than the threadpool hand-off (~60 µs). Measured
+numbers are in ``tests/store/README.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """Base of the errors this package raises on purpose."""
+
+
+class StoreBusy(StoreError):
+    """The database stayed locked, or no pooled connection came free, for ``timeout`` seconds."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step; ``statements`` run in order inside a single transaction."""
+
+    name: str
+    statements: tuple[str, ...]
+
+
+#: The schema history, oldest first. ``PRAGMA user_version`` holds how many have been applied.
+#: Append only: a released step is never edited, so any older file can be brought forward.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "models",
+        (
+            """CREATE TABLE models (
+                id TEXT PRIMARY KEY,
+                model_name TEXT NOT NULL,
+                litellm_params TEXT NOT NULL,
+                model_info TEXT NOT NULL DEFAULT '{}',
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        "model_versions_and_tombstones",
+        (
+            "ALTER TABLE models ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE models ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX models_model_name ON models (model_name)",
+            """CREATE TABLE store_meta (
+                key TEXT PRIMARY KEY,
+                value INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            # Start above zero when rows already exist, so a poller that saw 0 reloads.
+            "INSERT INTO store_meta (key, value) VALUES ('models_version', (SELECT COUNT(*) FROM models))",
+        ),
+    ),
+    Migration(
+        "spend_logs",
+        (
+            """CREATE TABLE spend_logs (
+                request_id TEXT PRIMARY KEY,
+                created_at REAL NOT NULL,
+                model TEXT NOT NULL DEFAULT '',
+                deployment_id TEXT,
+                provider TEXT,
+                api_key_hash TEXT,
+                user TEXT,
+                prompt_tokens INTEGER NOT NULL DEFAULT 0,
+                completion_tokens INTEGER NOT NULL DEFAULT 0,
+                total_tokens INTEGER NOT NULL DEFAULT 0,
+                spend REAL NOT NULL DEFAULT 0,
+                status INTEGER,
+                latency_ms REAL,
+                metadata TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX spend_logs_created_at ON spend_logs (created_at)",
+            "CREATE INDEX spend_logs_model ON spend_logs (model)",
+            "CREATE INDEX spend_logs_api_key_hash ON spend_logs (api_key_hash)",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED surface as OperationalError with these messages."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def gevent_patched() -> bool:
+    """True inside a gevent-patched process (gunicorn's gevent worker)."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return False
+    return bool(monkey.is_module_patched("threading"))
+
+
+def _native_sleep() -> Callable[[float], None]:
+    """``time.sleep`` as it was before monkey-patching: the threadpool's threads have no hub."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover
+        return time.sleep
+    return monkey.get_original("time", "sleep")  # type: ignore[no-any-return]
+
+
+class Store:
+    """One SQLite file: a small connection pool, short transactions, schema kept current.
+
+    ``pool_limit`` is LiteLLM's ``database_connection_pool_limit``; ``timeout`` (seconds) is its
+    ``database_connection_timeout`` and bounds both the wait for a lock and for a free pooled
+    connection. ``offload`` runs writes in gevent's threadpool; ``None`` decides by whether the
+    process is monkey-patched.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        pool_limit: int = 10,
+        timeout: float = 5.0,
+        offload: bool | None = None,
+    ) -> None:
+        if pool_limit < 1:
+            raise ValueError(f"pool_limit must be at least 1, got {pool_limit}")
+        if timeout < 0:
+            raise ValueError(f"timeout must not be negative, got {timeout}")
+        self.path = Path(path)
+        self.pool_limit = pool_limit
+        self.timeout = float(timeout)
+        self.offload = gevent_patched() if offload is None else offload
+        self._idle: deque[Database] = deque()
+        self._slots = threading.BoundedSemaphore(pool_limit)
+        self._closed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, pool_limit={self.pool_limit}, timeout={self.timeout})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- public operations -------------------------------------------------------------------
+
+    def write(self, fn: Callable[[Database], T], *, offload: bool | None = None) -> T:
+        """Run ``fn(db)`` in one ``BEGIN IMMEDIATE`` transaction; retried whole on a busy lock.
+
+        ``fn`` may therefore run more than once: it must only touch the database.
+        """
+        return self._run(lambda db, sleep: self._transaction(db, fn, "BEGIN IMMEDIATE", sleep), offload)
+
+    def read(self, fn: Callable[[Database], T], *, offload: bool = False) -> T:
+        """Run ``fn(db)`` in one read transaction, so several SELECTs see one snapshot."""
+        return self._run(lambda db, sleep: self._transaction(db, fn, "BEGIN", sleep), offload)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """All rows of one read statement, as dicts; inline, no explicit transaction."""
+
+        def rows(db: Database, sleep: Callable[[float], None]) -> list[dict[str, Any]]:
+            def attempt() -> list[dict[str, Any]]:
+                cursor = db.conn.execute(sql, params)
+                names = [d[0] for d in cursor.description]
+                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+            return self._retrying(attempt, sleep)
+
+        return self._run(rows, False)
+
+    def query_value(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        """First column of the first row of one statement, or None: the cheapest read there is."""
+
+        def one(db: Database, sleep: Callable[[float], None]) -> Any:
+            row = self._retrying(lambda: db.conn.execute(sql, params).fetchone(), sleep)
+            return None if row is None else row[0]
+
+        return self._run(one, False)
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.query_value("PRAGMA user_version"))
+
+    @property
+    def journal_mode(self) -> str:
+        return str(self.query_value("PRAGMA journal_mode"))
+
+    def close(self) -> None:
+        """Close idle connections now; a connection still in use is closed when handed back."""
+        self._closed = True
+        while self._idle:
+            self._discard(self._idle.pop())
+
+    # -- pool --------------------------------------------------------------------------------
+
+    def _run(self, fn: Callable[[Database, Callable[[float], None]], T], offload: bool | None) -> T:
+        """Check a connection out, run ``fn(db, sleep)`` inline or in the threadpool, hand it back.
+
+        ``sleep`` is the one that suits where ``fn`` runs: gevent's inline, the OS's in a thread.
+        """
+        if offload is None:
+            offload = self.offload
+        db = self._checkout()
+        if not offload:
+            try:
+                return fn(db, time.sleep)
+            finally:
+                self._checkin(db)
+        import gevent
+
+        task = gevent.get_hub().threadpool.spawn(fn, db, _native_sleep())
+        try:
+            result: T = task.get()
+        except BaseException:
+            if task.ready():
+                self._checkin(db)
+            else:
+                # The greenlet was killed or timed out while the thread still uses the
+                # connection: hand it back only when the thread is done with it.
+                task.rawlink(lambda _task: self._checkin(db))
+            raise
+        self._checkin(db)
+        return result
+
+    def _checkout(self) -> Database:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        if not self._slots.acquire(timeout=self.timeout):
+            raise StoreBusy(f"no free connection to {self.path} within {self.timeout}s")
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        try:
+            return self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _checkin(self, db: Database) -> None:
+        try:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.warning("dropping a pooled connection to %s that could not roll back", self.path)
+            self._discard(db)
+        else:
+            if self._closed:
+                self._discard(db)
+            else:
+                self._idle.append(db)
+        finally:
+            self._slots.release()
+
+    def _discard(self, db: Database) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
+
+    def _connect(self) -> Database:
+        """A new connection with the pragmas every connection needs (journal mode is per file)."""
+        conn = sqlite3.connect(
+            str(self.path),
+            timeout=self.timeout,  # sqlite3_busy_timeout: PRAGMA busy_timeout reads it back
+            isolation_level=None,  # autocommit; transactions are explicit BEGIN ... COMMIT
+            check_same_thread=False,  # used from the hub and from threadpool threads
+        )
+        try:
+            mode = self._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0], time.sleep)
+            if str(mode).lower() != "wal":
+                log.warning("SQLite file %s stays in journal_mode=%s, not WAL", self.path, mode)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            return Database(conn, execute_plugins=False)
+        except BaseException:
+            conn.close()
+            raise
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _transaction(
+        self, db: Database, fn: Callable[[Database], T], begin: str, sleep: Callable[[float], None]
+    ) -> T:
+        def attempt() -> T:
+            conn = db.conn
+            conn.execute(begin)
+            try:
+                result = fn(db)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._retrying(attempt, sleep)
+
+    def _retrying(self, attempt: Callable[[], T], sleep: Callable[[float], None]) -> T:
+        """Repeat ``attempt`` on a busy error, with jittered backoff, until ``timeout`` is spent."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.002
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise StoreBusy(f"{self.path}: {exc} (gave up after {self.timeout}s)") from exc
+            sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 0.1)
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION, one migration per transaction."""
+        current = self.schema_version
+        if current > SCHEMA_VERSION:
+            log.warning(
+                "%s has schema version %d, newer than this release's %d; using it as is",
+                self.path, current, SCHEMA_VERSION,
+            )
+            return
+        while current < SCHEMA_VERSION:
+            current, applied = self.write(self._migrate_one, offload=False)
+            if applied:
+                log.info("%s: applied schema migration %d (%s)", self.path, current, applied)
+
+    @staticmethod
+    def _migrate_one(db: Database) -> tuple[int, str | None]:
+        """Apply the next migration, if any is still due once the write lock is held."""
+        # Re-read under the lock: another worker may have migrated since we looked.
+        version = int(db.conn.execute("PRAGMA user_version").fetchone()[0])
+        if version >= SCHEMA_VERSION:
+            return version, None
+        step = MIGRATIONS[version]
+        for statement in step.statements:
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {version + 1}")
+        return version + 1, step.name

@@ -1,0 +1,248 @@
+"""The spend log: one row per LLM call, written off the request path in batches.
+
+``SpendWriter.record()`` only appends to an in-memory queue. A background worker (a greenlet in
+a gevent-patched process, a daemon thread otherwise: it is a ``threading.Thread`` either way)
+wakes every ``flush_interval`` seconds, or as soon as ``max_batch`` rows wait, and writes up to
+``max_batch`` rows per transaction with sqlite-utils' ``insert_all``. ``close()`` stops it and
+writes whatever is left; it is also registered with ``atexit``, so a worker leaving on SIGTERM
+through ``sys.exit`` writes its queue even if nothing called ``close()``.
+
+When the queue holds ``max_queue`` rows (the database has been failing or slow for a while),
+``record()`` does not push out the oldest rows. It flushes synchronously once, on the calling
+request, and keeps the row if that made room. If the flush fails, it stops trying
+synchronously (until a background flush succeeds again) and refuses new rows: each refused
+row is counted in ``dropped`` and logged (the first, then every 1000th).
+
+A ``request_id`` already in the table is ignored (``INSERT OR IGNORE``): re-sending a batch
+whose commit outcome was unknown cannot double-count spend.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from sqlite_utils import Database
+
+from proxy.store.db import Store
+
+log = logging.getLogger(__name__)
+
+SPEND_COLUMNS = (
+    "request_id",
+    "created_at",
+    "model",
+    "deployment_id",
+    "provider",
+    "api_key_hash",
+    "user",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "spend",
+    "status",
+    "latency_ms",
+    "metadata",
+)
+_KNOWN = frozenset(SPEND_COLUMNS)
+_DROP_LOG_EVERY = 1000
+_CLOSE_ATTEMPTS = 3
+
+
+class SpendWriter:
+    """Batches spend rows into ``spend_logs``; create it in the worker process, not before fork."""
+
+    def __init__(
+        self,
+        store: Store,
+        flush_interval: float = 0.5,
+        max_batch: int = 500,
+        max_queue: int = 100_000,
+    ) -> None:
+        if flush_interval <= 0 or max_batch < 1 or max_queue < 1:
+            raise ValueError("flush_interval must be > 0, max_batch and max_queue >= 1")
+        self.store = store
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        #: rows refused because the queue was full and could not be flushed
+        self.dropped = 0
+        #: rows committed by this writer
+        self.written = 0
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._lock = threading.Lock()  # one flusher at a time: flush() waits for a batch in flight
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closed = False
+        self._sync_flush_failed = False
+        self._worker = threading.Thread(target=self._run, name="spend-writer", daemon=True)
+        self._worker.start()
+        atexit.register(self.close)
+
+    def __len__(self) -> int:
+        """Rows waiting to be written."""
+        return len(self._queue)
+
+    def record(self, row: Mapping[str, Any]) -> None:
+        """Queue one spend row; does no I/O unless the queue is full (see module doc)."""
+        item = _prepare(row)
+        if self._closed:
+            self._insert([item])  # shutting down: nothing left to batch with
+            return
+        if len(self._queue) >= self.max_queue and not self._make_room():
+            self._drop(item)
+            return
+        self._queue.append(item)
+        if len(self._queue) >= self.max_batch and not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self, *, offload: bool | None = None) -> int:
+        """Write the rows queued when called, in ``max_batch`` transactions; returns how many.
+
+        On failure the unwritten rows go back to the front of the queue and the error is raised.
+        """
+        with self._lock:
+            pending = len(self._queue)
+            written = 0
+            while written < pending and self._queue:
+                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+                try:
+                    self._insert(batch, offload=offload)
+                except BaseException:
+                    self._queue.extendleft(reversed(batch))
+                    raise
+                written += len(batch)
+            return written
+
+    def close(self) -> None:
+        """Stop the background worker and write everything still queued. Idempotent."""
+        if self._closed:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._worker.join(timeout=self.store.timeout * 2 + self.flush_interval)
+        self._closed = True  # from here on record() writes directly
+        atexit.unregister(self.close)
+        for attempt in range(1, _CLOSE_ATTEMPTS + 1):
+            try:
+                # Inline: at shutdown blocking the hub is fine, and the threadpool may be gone.
+                while self._queue:
+                    self.flush(offload=False)
+                return
+            except Exception:
+                log.exception("spend log: final flush failed (attempt %d of %d)", attempt, _CLOSE_ATTEMPTS)
+        log.error("spend log: %d rows could not be written at shutdown", len(self._queue))
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def spend_logs(self, limit: int = 100, request_id: str | None = None) -> list[dict[str, Any]]:
+        return spend_logs(self.store, limit=limit, request_id=request_id)
+
+    def total_spend(self, model: str | None = None) -> float:
+        return total_spend(self.store, model=model)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if not self._queue:
+                continue
+            try:
+                self.flush()
+            except Exception:
+                log.exception("spend log: flush failed; %d rows wait for the next try", len(self._queue))
+                self._stop.wait(self.flush_interval)  # do not spin while the database is failing
+            else:
+                self._sync_flush_failed = False
+
+    def _insert(self, batch: list[tuple[Any, ...]], *, offload: bool | None = None) -> None:
+        def insert(db: Database) -> None:
+            db["spend_logs"].insert_all([SPEND_COLUMNS, *batch], ignore=True, batch_size=self.max_batch)
+
+        self.store.write(insert, offload=offload)
+        self.written += len(batch)
+
+    def _make_room(self) -> bool:
+        """The queue is full: flush it on this caller once; True if there is room now."""
+        if not self._sync_flush_failed:
+            try:
+                self.flush()
+            except Exception:
+                self._sync_flush_failed = True
+                log.exception("spend log: queue full (%d rows); a synchronous flush failed", self.max_queue)
+        return len(self._queue) < self.max_queue
+
+    def _drop(self, item: tuple[Any, ...]) -> None:
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % _DROP_LOG_EVERY == 0:
+            log.error(
+                "spend log: queue full (%d rows), database not accepting writes; dropped %d rows so far"
+                " (latest request_id=%s)",
+                self.max_queue, self.dropped, item[0],
+            )
+
+
+def spend_logs(store: Store, limit: int = 100, request_id: str | None = None) -> list[dict[str, Any]]:
+    """Newest rows first (only what has been flushed), ``metadata`` decoded."""
+    if request_id is not None:
+        rows = store.query("SELECT * FROM spend_logs WHERE request_id = ?", (request_id,))
+    else:
+        rows = store.query("SELECT * FROM spend_logs ORDER BY created_at DESC LIMIT ?", (int(limit),))
+    for row in rows:
+        row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else {}
+    return rows
+
+
+def total_spend(store: Store, model: str | None = None) -> float:
+    """Sum of ``spend`` in USD, for one model group or all."""
+    if model is None:
+        value = store.query_value("SELECT TOTAL(spend) FROM spend_logs")
+    else:
+        value = store.query_value("SELECT TOTAL(spend) FROM spend_logs WHERE model = ?", (model,))
+    return float(value or 0.0)
+
+
+def _prepare(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Check a row on the caller (a bad row fails its call, not a whole batch) and flatten it."""
+    unknown = row.keys() - _KNOWN
+    if unknown:
+        raise ValueError(f"unknown spend log columns: {sorted(unknown)}")
+    request_id = row.get("request_id")
+    if not request_id:
+        raise ValueError("a spend log row needs a request_id")
+    prompt = int(row.get("prompt_tokens") or 0)
+    completion = int(row.get("completion_tokens") or 0)
+    total = row.get("total_tokens")
+    metadata = row.get("metadata")
+    if metadata is None:
+        metadata = "{}"
+    elif not isinstance(metadata, str):
+        metadata = json.dumps(metadata, default=str)
+    status = row.get("status")
+    latency = row.get("latency_ms")
+    return (
+        str(request_id),
+        float(row.get("created_at") or time.time()),
+        str(row.get("model") or ""),
+        row.get("deployment_id"),
+        row.get("provider"),
+        row.get("api_key_hash"),
+        row.get("user"),
+        prompt,
+        completion,
+        prompt + completion if total is None else int(total),
+        float(row.get("spend") or 0.0),
+        None if status is None else int(status),
+        None if latency is None else float(latency),
+        metadata,
+    )
