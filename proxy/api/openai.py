@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import gevent
 import orjson
 from flask import Blueprint, Response, request
 from marshmallow import ValidationError
@@ -19,7 +20,7 @@ from proxy.api.render import context_headers, error_response, json_response, str
 from proxy.api.schemas import SCHEMAS
 from proxy.config import flatten_errors
 from proxy.context import RequestContext
-from proxy.errors import BadRequest, ProxyError
+from proxy.errors import BadRequest, NotFound, ProxyError
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
@@ -95,6 +96,33 @@ def run(gateway: Gateway, ctx: RequestContext) -> Response:
     return response
 
 
+def run_batch(gateway: Gateway, body: dict[str, Any], headers: Any) -> Response:
+    """``"model": "a,b"``: the same request to every named group at once; a list of answers.
+
+    Each answer is what that model alone would have returned (an error object where it failed);
+    streaming is not offered for batches.
+    """
+    if body.get("stream"):
+        raise BadRequest("streaming is not available when several models are named", param="stream")
+    models = [m.strip() for m in body["model"].split(",") if m.strip()]
+
+    def one(model: str) -> dict[str, Any]:
+        ctx = build_context("chat", {**body, "model": model}, headers)
+        try:
+            result = gateway.pipeline(ctx)
+        except ProxyError as err:
+            ctx.status, ctx.error = err.status, err
+            return err.body()
+        finally:
+            ctx.finish()
+        return result
+
+    jobs = [gevent.spawn(one, m) for m in models]
+    gevent.joinall(jobs)
+    return json_response([job.value if job.successful() else ProxyError("internal error").body()
+                          for job in jobs])
+
+
 def make_blueprint(gateway: Gateway) -> Blueprint:
     bp = Blueprint("openai", __name__)
     created = int(time.time())
@@ -102,6 +130,8 @@ def make_blueprint(gateway: Gateway) -> Blueprint:
     def view_for(kind: str) -> Callable[..., Response]:
         def view(engine: str | None = None) -> Response:
             body = parse_body(kind, request.get_data(cache=False), engine)
+            if kind == "chat" and "," in body["model"]:
+                return run_batch(gateway, body, request.headers)
             return run(gateway, build_context(kind, body, request.headers))
 
         view.__name__ = f"{kind}_view"
@@ -127,8 +157,6 @@ def make_blueprint(gateway: Gateway) -> Blueprint:
     def get_model(model_id: str) -> Response:
         gateway.keys.caller(request.headers)
         if model_id not in gateway.services.visible_model_names():
-            from proxy.errors import NotFound
-
             raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
         return json_response({"id": model_id, "object": "model", "created": created, "owned_by": "openai"})
 
