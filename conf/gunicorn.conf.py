@@ -22,3 +22,10 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # gunicorn >= 25.1 opens a control socket at a fixed per-user path; several proxies on one host
 # would fight over it, and llmrelay's reloads use SIGHUP / POST /config/reload instead.
 control_socket_disable = True
+
+
+def on_starting(server):  # noqa: ANN001 - gunicorn server hook
+    """SIGHUP re-reads the config in place (validated first) instead of restarting workers."""
+    from proxy.worker import install_config_reload
+
+    install_config_reload(server)

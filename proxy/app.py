@@ -9,20 +9,23 @@ from pathlib import Path
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from proxy.api import admin, health, openai
+from proxy.api import admin, health, models, openai
 from proxy.api.render import error_response
 from proxy.config import Config, load_config
 from proxy.errors import ProxyError, error_for_status
 from proxy.gateway import Gateway
+from proxy.live import LiveUpdates
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "config.yaml"
 
 
-def create_app(config: Config | str | os.PathLike[str] | dict | None = None) -> Flask:
+def create_app(
+    config: Config | str | os.PathLike[str] | dict | None = None, *, live: bool = True
+) -> Flask:
     """Build the app. ``config`` is a loaded Config, a path, a mapping, or None (CONFIG_FILE_PATH,
-    then conf/config.yaml)."""
+    then conf/config.yaml). ``live`` starts the background watch for model changes and reloads."""
     if not isinstance(config, Config):
         if config is None and not os.environ.get("CONFIG_FILE_PATH"):
             config = DEFAULT_CONFIG
@@ -30,13 +33,17 @@ def create_app(config: Config | str | os.PathLike[str] | dict | None = None) -> 
     for warning in config.warnings:
         log.warning("config: %s", warning)
     gateway = Gateway(config)
+    updates = LiveUpdates(gateway)
+    if live:
+        updates.start()
 
     app = Flask("llmrelay")
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["llmrelay"] = gateway
     app.register_blueprint(openai.make_blueprint(gateway))
     app.register_blueprint(health.make_blueprint(gateway))
-    app.register_blueprint(admin.make_blueprint(gateway))
+    app.register_blueprint(admin.make_blueprint(gateway, updates))
+    app.register_blueprint(models.make_blueprint(gateway, updates))
 
     @app.errorhandler(ProxyError)
     def proxy_error(err: ProxyError) -> Response:

@@ -59,7 +59,7 @@ def check(config_path: str) -> Config:
 
     try:
         config = load_config(config_path)
-        Gateway(config, preload=False).close()
+        Gateway(config, preload=False, store=False, shared_state=False).close()
     except ConfigError as exc:
         print(f"llmrelay: config {config_path} is not valid:", file=sys.stderr)
         for line in exc.errors:
@@ -121,7 +121,7 @@ def pipeline(argv: list[str]) -> None:
     config = check(args.config)
     from proxy.gateway import Gateway
 
-    gateway = Gateway(config, preload=False)
+    gateway = Gateway(config, preload=False, store=False, shared_state=False)
     chain = gateway.describe()
     if args.json:
         print(json.dumps(chain, indent=2, default=str))

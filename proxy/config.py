@@ -187,11 +187,19 @@ class Config:
     credential_list: list[dict[str, Any]]
     pipeline: list[Any] | None
     env_paths: set[str] = field(default_factory=set)  # config paths whose value came from os.environ/
+    raw_model_list: list[dict[str, Any]] = field(default_factory=list)  # as written, before resolution
     warnings: list[str] = field(default_factory=list)
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
+
+    def credential_keys(self, name: str | None) -> set[str]:
+        """Param names a credential supplies (their values are secrets wherever they appear)."""
+        for cred in self.credential_list:
+            if cred["credential_name"] == name:
+                return set(cred["credential_values"])
+        return set()
 
     def setting(self, name: str, default: Any = None) -> Any:
         """A router-level setting: router_settings wins over litellm_settings (LiteLLM's rule)."""
@@ -349,4 +357,27 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -
         pipeline=data.get("pipeline"),
         env_paths=env_paths,
         warnings=warnings,
+        raw_model_list=[e for e in (raw.get("model_list") or []) if isinstance(e, dict)],
     )
+
+
+def resolve_model_entry(entry: Any, config: Config) -> dict[str, Any]:
+    """A runtime model (``POST /model/new``, the store) checked and resolved like a config entry.
+
+    ``os.environ/`` values are resolved and the config's credentials merged; raises ConfigError
+    whose lines name the field (``litellm_params.model: ...``).
+    """
+    if not isinstance(entry, dict):
+        raise ConfigError(["(body): must be a JSON object with model_name and litellm_params"])
+    missing: list[str] = []
+    resolved = resolve_env(entry, "", set(), missing)
+    try:
+        data = ModelEntry().load(resolved)
+    except ValidationError as exc:
+        raise ConfigError(flatten_errors(exc.messages)) from exc
+    errors: list[str] = []
+    wrapper = {"model_list": [data], "credential_list": config.credential_list}
+    apply_credentials(wrapper, errors)
+    if errors:
+        raise ConfigError([e.replace("model_list[0].", "") for e in errors])
+    return data

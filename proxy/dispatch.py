@@ -100,15 +100,15 @@ class Dispatcher:
                 ctx.usage = self._estimate_usage(ctx, dep, "".join(pieces))
 
     def _prompt_tokens(self, ctx: RequestContext, dep: Deployment) -> int:
+        """Prompt tokens when the upstream did not say (a model's custom_tokenizer is kept for
+        /utils/token_counter: loading one may need the network, never acceptable mid-request)."""
         body = ctx.body
-        custom = dep.model_info.get("custom_tokenizer")
         if ctx.kind == "chat":
-            return self.tokens.count(dep.upstream_model, messages=body.get("messages") or [],
-                                     custom_tokenizer=custom).total_tokens
+            return self.tokens.count(dep.upstream_model, messages=body.get("messages") or []).total_tokens
         prompt = body.get("prompt") if ctx.kind == "completion" else body.get("input")
         if isinstance(prompt, (str, list)) and all(isinstance(p, str) for p in (
                 prompt if isinstance(prompt, list) else [prompt])):
-            return self.tokens.count(dep.upstream_model, prompt=prompt, custom_tokenizer=custom).total_tokens
+            return self.tokens.count(dep.upstream_model, prompt=prompt).total_tokens
         return 0
 
     def _estimate_usage(self, ctx: RequestContext, dep: Deployment, completion: str) -> dict[str, int]:

@@ -1,34 +1,35 @@
 """Gateway: everything built from one config — services, the stage pipeline, key checks.
 
-Views hold the Gateway and read ``gateway.pipeline`` per request, so a config reload swaps one
-attribute and the next request sees the new chain whole.
+Long-lived parts (transport pools, shared state, the SQLite store, tokenizers) are made once per
+worker; what depends on the config (models, strategy, pipeline) is rebuilt by ``apply``. Views
+hold the Gateway and read ``gateway.pipeline`` / ``gateway.services`` per request, so a reload
+or a model change swaps one attribute and the next request sees the new world whole.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from proxy.config import Config
+from proxy.config import Config, load_config, resolve_model_entry
 from proxy.costmap import CostMap
 from proxy.dispatch import Dispatcher
+from proxy.errors import ConfigError
 from proxy.keys import KeyChecker
 from proxy.pipeline import Pipeline
-from proxy.providers.registry import ProviderRegistry
+from proxy.providers.registry import ProviderRegistry, UnsupportedProvider
+from proxy.router.deployment import Deployment, expand_organizations
 from proxy.router.models import ModelRegistry
 from proxy.router.router import Router
 from proxy.router.strategies import make_strategy
 from proxy.services import Services
 from proxy.state import make_state
+from proxy.store import ModelStore, Store
 from proxy.tokens import TokenCounter
 from proxy.transport import DEFAULT_TIMEOUT, Transport
 
 log = logging.getLogger(__name__)
-
-
-def build_models(config: Config, providers: ProviderRegistry) -> ModelRegistry:
-    aliases = config.router_settings.get("model_group_alias") or {}
-    return ModelRegistry.from_entries(config.model_list, providers, aliases)
 
 
 def redis_settings(config: Config) -> dict[str, Any]:
@@ -38,41 +39,137 @@ def redis_settings(config: Config) -> dict[str, Any]:
     return {k: rs[k] for k in keys if rs.get(k) is not None}
 
 
-class Gateway:
-    """The live proxy state of one worker."""
+def database_path(config: Config) -> Path | None:
+    """``general_settings.database_path``, else ``llmrelay.db`` beside the config file."""
+    given = config.general_settings.get("database_path")
+    if given:
+        path = Path(given)
+        return path if path.is_absolute() else config.base_dir / path
+    return config.path.parent / "llmrelay.db" if config.path else None
 
-    def __init__(self, config: Config, transport: Transport | None = None, *, preload: bool = True) -> None:
-        self.config = config
-        providers = ProviderRegistry()
-        tokens = TokenCounter()
+
+def open_store(config: Config) -> Store | None:
+    path = database_path(config)
+    if path is None:
+        return None
+    gs = config.general_settings
+    return Store(path, pool_limit=int(gs.get("database_connection_pool_limit") or 10),
+                 timeout=float(gs.get("database_connection_timeout") or 5.0))
+
+
+class Gateway:
+    """The live proxy of one worker."""
+
+    def __init__(
+        self,
+        config: Config,
+        transport: Transport | None = None,
+        *,
+        preload: bool = True,
+        store: Store | None | bool = True,
+        shared_state: bool = True,
+    ) -> None:
+        self.providers = ProviderRegistry()
+        self.tokens = TokenCounter()
         if preload:
-            tokens.preload()  # tokenizer files are read at boot, never on a request
-        costmap = CostMap.load(config.litellm_settings.get("model_cost_map_path"))
+            self.tokens.preload()  # tokenizer files are read at boot, never on a request
         self.transport = transport or Transport()
-        state = make_state(redis_settings(config))
+        # a validation-only gateway (shared_state=False) must not connect anywhere
+        self.state = make_state(redis_settings(config)) if shared_state else make_state({}, environ={})
+        self.store: Store | None = open_store(config) if store is True else (store or None)
+        self.model_store = ModelStore(self.store) if self.store is not None else None
+        self.models_version = -1
+        self.apply(config)
+
+    # -- building ------------------------------------------------------------------------------
+
+    def apply(self, config: Config) -> None:
+        """Build everything that depends on the config and swap it in; raise ConfigError if it can't."""
+        costmap = CostMap.load(config.litellm_settings.get("model_cost_map_path"))
         strategy = make_strategy(config.router_settings.get("routing_strategy") or "simple-shuffle",
-                                 state, costmap)
-        self.services = Services(
+                                 self.state, costmap)
+        services = Services(
             config=config,
-            providers=providers,
-            models=build_models(config, providers),
+            providers=self.providers,
+            models=self.build_models(config),
             strategy=strategy,
             transport=self.transport,
-            tokens=tokens,
+            tokens=self.tokens,
             costmap=costmap,
-            state=state,
+            state=self.state,
         )
-        self.services.router = Router(self.services, state, strategy)
+        services.router = Router(services, self.state, strategy)
         timeout = config.setting("timeout") or config.litellm_settings.get("request_timeout") or DEFAULT_TIMEOUT
-        self.dispatcher = Dispatcher(self.transport, tokens, float(timeout),
-                                     config.router_settings.get("stream_timeout"))
-        self.pipeline = Pipeline.build(config.pipeline, self.services, self.dispatcher)
-        self.keys = KeyChecker(config.general_settings.get("master_key"))
+        dispatcher = Dispatcher(self.transport, self.tokens, float(timeout),
+                                config.router_settings.get("stream_timeout"))
+        pipeline = Pipeline.build(config.pipeline, services, dispatcher)
+        keys = KeyChecker(config.general_settings.get("master_key"))
+        # one assignment each; a request in flight keeps the objects it already holds
+        self.config, self.services, self.dispatcher, self.keys = config, services, dispatcher, keys
+        self.pipeline = pipeline
+
+    def build_models(self, config: Config) -> ModelRegistry:
+        aliases = config.router_settings.get("model_group_alias") or {}
+        return ModelRegistry.from_entries(config.model_list, self.providers, aliases,
+                                          raw_entries=config.raw_model_list, extra=self.runtime_models(config))
+
+    def runtime_models(self, config: Config) -> list[Deployment]:
+        """Deployments added at runtime (the store); one that no longer loads is skipped, loudly."""
+        if self.model_store is None:
+            return []
+        self.models_version = self.model_store.models_version()
+        out: list[Deployment] = []
+        for row in self.model_store.list():
+            entry = {"model_name": row["model_name"], "litellm_params": row["litellm_params"],
+                     "model_info": {**row["model_info"], "id": row["id"]}}
+            try:
+                resolved = resolve_model_entry(entry, config)
+                for j, one in enumerate(expand_organizations(resolved)):
+                    raw = dict(row["litellm_params"])
+                    if "organization" in raw:
+                        raw["organization"] = one["litellm_params"].get("organization")
+                    if j:
+                        one["model_info"] = {**one["model_info"], "id": f"{row['id']}-{j}"}
+                    out.append(Deployment.from_entry(one, self.providers, source="db", raw_params=raw))
+            except (ConfigError, UnsupportedProvider) as exc:
+                log.error("runtime model %s (%s) cannot be served: %s", row["id"], row["model_name"], exc)
+        return out
+
+    def check_model(self, entry: Any) -> dict[str, Any]:
+        """Validate a runtime model body exactly like a config entry; ConfigError names the field."""
+        resolved = resolve_model_entry(entry, self.config)
+        try:
+            for one in expand_organizations(resolved):
+                Deployment.from_entry(one, self.providers, source="db")
+        except UnsupportedProvider as exc:
+            raise ConfigError([f"litellm_params.model: {exc}"]) from None
+        return resolved
+
+    # -- live changes --------------------------------------------------------------------------
+
+    def refresh_models(self, force: bool = False) -> bool:
+        """Re-read runtime models when the store says they changed; True when it swapped."""
+        if self.model_store is None:
+            return False
+        version = self.model_store.models_version()
+        if version == self.models_version and not force:
+            return False
+        self.services.models = self.build_models(self.config)
+        return True
+
+    def reload_config(self) -> None:
+        """Re-read the config file; on ConfigError the running config stays as it is."""
+        if self.config.path is None:
+            raise ConfigError(["this proxy was started from an in-memory config; there is no file to re-read"])
+        self.apply(load_config(self.config.path))
+        log.info("config %s reloaded", self.config.path)
 
     def describe(self) -> list[dict[str, Any]]:
         return self.pipeline.describe()
 
     def close(self) -> None:
-        """Flush what is buffered (usage counters) and release connections."""
-        self.services.state.close()
+        """Flush what is buffered (usage counters) and release connections and files."""
+        self.state.close()
         self.transport.close()
+        if self.store is not None:
+            self.store.close()

@@ -68,3 +68,44 @@ class RelayWorker(GeventWorker):
             if not self._connections:
                 return
             gevent.sleep(0.1)
+
+
+def install_config_reload(arbiter: Any) -> None:
+    """Make SIGHUP re-read llmrelay's config in place instead of restarting workers.
+
+    The master validates the file first; a file that does not validate is refused (errors
+    logged, workers untouched). A good one bumps the store's ``config_generation`` and every
+    worker swaps the new config in within a second, keeping its connections — no request is
+    dropped, and a bad file can never leave the proxy without workers.
+    """
+    import logging
+    import os
+
+    log = logging.getLogger("llmrelay")
+
+    def handle_hup() -> None:
+        from proxy.config import load_config
+        from proxy.errors import ConfigError
+        from proxy.gateway import Gateway, open_store
+        from proxy.live import CONFIG_GENERATION, bump_counter
+
+        path = os.environ.get("CONFIG_FILE_PATH")
+        if not path:
+            log.error("SIGHUP: no CONFIG_FILE_PATH to re-read")
+            return
+        try:
+            config = load_config(path)
+            Gateway(config, preload=False, store=False, shared_state=False).close()
+        except ConfigError as exc:
+            log.error("SIGHUP: config %s refused, the running config stays:\n  %s", path, "\n  ".join(exc.errors))
+            return
+        store = open_store(config)
+        if store is None:
+            return
+        try:
+            generation = bump_counter(store, CONFIG_GENERATION)
+        finally:
+            store.close()
+        log.info("SIGHUP: config %s validated; workers reload it in place (generation %d)", path, generation)
+
+    arbiter.handle_hup = handle_hup

@@ -11,12 +11,14 @@ from flask import Blueprint, Response, request
 
 from proxy.api.openai import build_context, parse_body
 from proxy.api.render import json_response
+from proxy.errors import BadRequest, ConfigError
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
+    from proxy.live import LiveUpdates
 
 
-def make_blueprint(gateway: Gateway) -> Blueprint:
+def make_blueprint(gateway: Gateway, live: LiveUpdates) -> Blueprint:
     bp = Blueprint("admin", __name__)
 
     @bp.post("/route/explain")
@@ -26,5 +28,16 @@ def make_blueprint(gateway: Gateway) -> Blueprint:
         body = parse_body("chat", request.get_data(cache=False))
         ctx = build_context("chat", body, request.headers)
         return json_response(gateway.services.router.explain(ctx))
+
+    @bp.post("/config/reload")
+    def config_reload() -> Response:
+        """Re-read the config file here and in every worker; a bad file is refused, the old one stays."""
+        gateway.keys.require_admin(request.headers)
+        try:
+            live.request_reload()
+        except ConfigError as exc:
+            raise BadRequest("config not reloaded: " + "; ".join(exc.errors)) from None
+        return json_response({"message": "config reloaded", "config": str(gateway.config.path),
+                              "models": gateway.services.visible_model_names()})
 
     return bp

@@ -101,6 +101,7 @@ class Deployment:
     headers: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)  # provider params sent as request defaults
     source: str = "config"  # config | db
+    raw_params: dict[str, Any] = field(default_factory=dict)  # as written (os.environ/ unresolved)
 
     @property
     def label(self) -> str:
@@ -115,6 +116,7 @@ class Deployment:
         *,
         index: int = 0,
         source: str = "config",
+        raw_params: dict[str, Any] | None = None,
     ) -> Deployment:
         """Build from a validated model_list entry; raises ValueError with a readable reason."""
         params = dict(entry["litellm_params"])
@@ -144,6 +146,7 @@ class Deployment:
             headers=headers,
             defaults={k: v for k, v in params.items() if k not in consumed},
             source=source,
+            raw_params=dict(raw_params if raw_params is not None else params),
         )
 
 

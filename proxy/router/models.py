@@ -48,22 +48,30 @@ class ModelRegistry:
         aliases: dict[str, Any] | None = None,
         *,
         path: str = "model_list",
-        source: str = "config",
+        raw_entries: list[dict[str, Any]] | None = None,
+        extra: list[Deployment] | None = None,
     ) -> ModelRegistry:
-        """Build from validated model_list entries; every bad entry is reported by config path."""
+        """Build from validated model_list entries; every bad entry is reported by config path.
+
+        ``raw_entries`` are the same entries as written (secrets unresolved), kept for display;
+        ``extra`` are ready deployments (runtime models) served alongside.
+        """
         errors: list[str] = []
         deployments: list[Deployment] = []
         for i, entry in enumerate(entries):
+            raw = raw_entries[i].get("litellm_params") if raw_entries and i < len(raw_entries) else None
             for j, one in enumerate(expand_organizations(entry)):
+                raw_one = dict(raw or one["litellm_params"])
+                if "organization" in raw_one:
+                    raw_one["organization"] = one["litellm_params"].get("organization")
                 try:
-                    deployments.append(
-                        Deployment.from_entry(one, providers, index=i * 1000 + j, source=source)
-                    )
+                    deployments.append(Deployment.from_entry(
+                        one, providers, index=i * 1000 + j, source="config", raw_params=raw_one))
                 except UnsupportedProvider as exc:
                     errors.append(f"{path}[{i}].litellm_params.model: {exc}")
         if errors:
             raise ConfigError(errors)
-        return cls(deployments, providers, aliases)
+        return cls(deployments + list(extra or []), providers, aliases)
 
     def model_names(self) -> list[str]:
         """Public names in config order, each once (wildcards and aliases included)."""

@@ -122,7 +122,10 @@ class State(ABC):
 
     @abstractmethod
     def publish(self, channel: str, message: Message) -> None:
-        """Send ``message`` (JSON-serialisable) to every subscriber of ``channel``, this process included."""
+        """Send ``message`` (JSON-serialisable) to every subscriber of ``channel``, this process included.
+
+        Memory delivers before returning; Redis delivers from a listener greenlet a moment later.
+        """
 
     @abstractmethod
     def subscribe(self, channel: str, callback: Callback) -> None:

@@ -20,11 +20,14 @@ TTL. A crashed worker's counts therefore vanish within ``inflight_ttl``; readers
 hashes in one Lua call.
 
 Outage: any connection error marks Redis down, with one warning. While down nothing waits on the
-network: counters keep accumulating locally on top of the last values read (and are sent when
-Redis is back, so the shared counts include them), cooldowns and pub/sub run on a MemoryState,
-other processes' in-flight counts are treated as unknown (0), the hash/version calls answer from
-the last values seen. A background probe PINGs every ``probe_interval`` and, when Redis answers,
-logs one info line and resumes. Pub/sub messages sent by others during an outage are not replayed.
+network: request and token counts keep accumulating locally on top of the last values read (so an
+rpm limit keeps holding per process, and the counts are sent when Redis is back), latencies use
+the last shared samples plus local ones, known cooldowns keep running and new ones are decided on
+a MemoryState, pub/sub delivers to this process's callbacks only, other processes' in-flight counts
+count as 0, and the hash/version calls answer from the last values seen (writes made meanwhile
+stay local). A background probe PINGs every ``probe_interval``; when Redis answers it logs one
+info line, resubscribes and resumes. Messages others published during the outage are not replayed:
+a subscriber that must not miss a change should also compare ``get_version()``.
 
 Windows are computed from each host's wall clock; keep hosts NTP-synced. Key layout (all under
 ``key_prefix``): ``rpm:<window>``/``tpm:<window>``/``fails:<window>`` hashes of deployment id ->
@@ -42,6 +45,7 @@ import re
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -141,7 +145,7 @@ class RedisState(State):
         self._client = redis.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 0), decode_responses=True,
-            protocol=2,  # no HELLO or push-notification handshake per connection; replies parsed as below
+            protocol=2,  # RESP2: no HELLO or push-notification handshake on each new connection
         )
         self._reserve_lua = self._client.register_script(RESERVE_LUA)
         self._failure_lua = self._client.register_script(FAILURE_LUA)
@@ -157,22 +161,18 @@ class RedisState(State):
         self._flush_interval, self._refresh_interval = flush_interval, refresh_interval
         self._latency_refresh_interval, self._probe_interval = latency_refresh_interval, probe_interval
 
-        # Buffered writes: (window, dep) -> count, dep -> samples (oldest first). "_fl_" holds a
-        # batch on its way to Redis, so reads never miss it.
+        # Writes not yet in Redis: (window, dep) -> count, dep -> samples (oldest first).
         self._pend_req: dict[tuple[int, str], int] = {}
         self._pend_tok: dict[tuple[int, str], int] = {}
         self._pend_lat: dict[str, list[float]] = {}
-        self._fl_req: dict[tuple[int, str], int] = {}
-        self._fl_tok: dict[tuple[int, str], int] = {}
-        self._fl_lat: dict[str, list[float]] = {}
         self._own_inflight: dict[str, int] = {}
         self._inflight_dirty = False
         self._inflight_due = 0.0
-        # Cached shared values.
-        self._remote_bucket = -1
-        self._remote_req: dict[str, int] = {}
-        self._remote_tok: dict[str, int] = {}
-        self._remote_lat: dict[str, list[float]] = {}  # newest first
+        # What reads return. A view is the last value read from Redis plus every write this
+        # process made since, flushed or not, updated in place on each write, so a read costs what
+        # MemoryState's does. A read from Redis rebuilds it as "value read + still unsent".
+        self._usage_view: dict[str, list[int]] = {}  # dep -> [window, requests, tokens]
+        self._latency_view: dict[str, deque[float]] = {}  # dep -> newest samples, oldest first
         self._remote_cool: dict[str, float] = {}
         self._others_inflight: dict[str, int] = {}
         self._usage_watch: dict[str, None] = {}  # ordered sets of ids read so far
@@ -182,7 +182,9 @@ class RedisState(State):
         self._closed = False
         self._next_probe = self._next_refresh = self._next_latency_refresh = 0.0
         self._last_error_log = 0.0
-        self._flush_lock = Semaphore()
+        # Flushes and reads from Redis never overlap, so a batch is either in the value read or
+        # still unsent when the view is rebuilt: never in both, never in neither.
+        self._io_lock = Semaphore()
         # Under monkey-patching a pub/sub read can block its greenlet cooperatively; unpatched
         # (tests, scripts) it would block the whole process, so the listener polls instead.
         self._listener = RedisListener(
@@ -191,6 +193,7 @@ class RedisState(State):
         self._stop = Event()
         try:
             self._client.ping()
+            self._client.script_load(INFLIGHT_LUA)  # run inside pipelines, which cannot load it
         except Exception as exc:
             log.warning("state: Redis at %s unreachable (%s); rate limits, cooldowns and counters are "
                         "kept per process until it answers", self.url, exc)
@@ -240,6 +243,7 @@ class RedisState(State):
         self._next_probe = time.monotonic() + self._probe_interval
         try:
             self._client.ping()
+            self._client.script_load(INFLIGHT_LUA)  # a restarted server has lost its scripts
         except Exception as exc:
             log.debug("state: Redis at %s still unreachable: %s", self.url, exc)
             return False
@@ -253,44 +257,44 @@ class RedisState(State):
 
     # -- usage ------------------------------------------------------------------------------
 
-    def _roll(self, bucket: int) -> bool:
-        """Point the usage cache at ``bucket``; False when ``bucket`` is older than the cache."""
-        if bucket != self._remote_bucket:
-            if bucket < self._remote_bucket:
-                return False
-            self._remote_bucket, self._remote_req, self._remote_tok = bucket, {}, {}
-        return True
-
-    def _usage_one(self, dep: str, bucket: int) -> tuple[int, int]:
-        key = (bucket, dep)
-        req = self._pend_req.get(key, 0) + self._fl_req.get(key, 0)
-        tok = self._pend_tok.get(key, 0) + self._fl_tok.get(key, 0)
-        if bucket == self._remote_bucket:
-            req += self._remote_req.get(dep, 0)
-            tok += self._remote_tok.get(dep, 0)
-        return req, tok
+    def _count(self, dep: str, bucket: int, requests: int, tokens: int) -> list[int] | None:
+        """Add to the view of ``bucket``; None when the view has already moved to a later window."""
+        view = self._usage_view.get(dep)
+        if view is None or view[0] != bucket:
+            if view is not None and view[0] > bucket:
+                return None
+            view = self._usage_view[dep] = [bucket, 0, 0]
+        view[1] += requests
+        view[2] += tokens
+        return view
 
     def reserve(self, dep_id: str, rpm_limit: int | None) -> bool:
         bucket = self.bucket()
-        if rpm_limit is not None and self._up:
-            try:
-                allowed, count = self._reserve_lua(
-                    keys=[f"{self._prefix}rpm:{bucket}"], args=[dep_id, rpm_limit, self._window_ttl_ms])
-            except Exception as exc:
-                self._failed(exc)
-            else:
-                if self._roll(bucket):
-                    self._remote_req[dep_id] = max(self._remote_req.get(dep_id, 0), count)
-                return bool(allowed)
-        if rpm_limit is not None and self._usage_one(dep_id, bucket)[0] >= rpm_limit:
-            return False
+        if rpm_limit is not None:
+            if self._up:
+                try:
+                    allowed, count = self._reserve_lua(
+                        keys=[f"{self._prefix}rpm:{bucket}"], args=[dep_id, rpm_limit, self._window_ttl_ms])
+                except Exception as exc:
+                    self._failed(exc)
+                else:
+                    view = self._count(dep_id, bucket, 1 if allowed else 0, 0)
+                    if view is not None:  # the script's count is fresher than the last refresh
+                        view[1] = max(view[1], count + self._pend_req.get((bucket, dep_id), 0))
+                    return bool(allowed)
+            view = self._usage_view.get(dep_id)
+            if view is not None and view[0] == bucket and view[1] >= rpm_limit:
+                return False  # Redis is down: the limit holds on what this process knows
         key = (bucket, dep_id)
         self._pend_req[key] = self._pend_req.get(key, 0) + 1
+        self._count(dep_id, bucket, 1, 0)
         return True
 
     def add_tokens(self, dep_id: str, tokens: int) -> None:
-        key = (self.bucket(), dep_id)
+        bucket = self.bucket()
+        key = (bucket, dep_id)
         self._pend_tok[key] = self._pend_tok.get(key, 0) + tokens
+        self._count(dep_id, bucket, 0, tokens)
 
     def usage(self, dep_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
         deps = list(dep_ids)
@@ -300,7 +304,11 @@ class RedisState(State):
             if self._up:
                 self._fetch(missing, [])
         bucket = self.bucket()
-        return {dep: self._usage_one(dep, bucket) for dep in deps}
+        result = {}
+        for dep in deps:
+            view = self._usage_view.get(dep)
+            result[dep] = (view[1], view[2]) if view is not None and view[0] == bucket else (0, 0)
+        return result
 
     # -- in flight --------------------------------------------------------------------------
 
@@ -319,10 +327,15 @@ class RedisState(State):
     # -- latency ----------------------------------------------------------------------------
 
     def record_latency(self, dep_id: str, seconds: float, ttft: float | None = None) -> None:
-        samples = self._pend_lat.setdefault(dep_id, [])
-        samples.append(float(seconds if ttft is None else ttft))
-        if len(samples) > self._samples:
-            del samples[0]
+        sample = float(seconds if ttft is None else ttft)
+        pending = self._pend_lat.setdefault(dep_id, [])
+        pending.append(sample)
+        if len(pending) > self._samples:
+            del pending[0]
+        view = self._latency_view.get(dep_id)
+        if view is None:
+            view = self._latency_view[dep_id] = deque(maxlen=self._samples)
+        view.append(sample)
 
     def latencies(self, dep_ids: Iterable[str]) -> dict[str, float]:
         deps = list(dep_ids)
@@ -333,10 +346,9 @@ class RedisState(State):
                 self._fetch([], missing)
         result = {}
         for dep in deps:
-            recent = [*reversed(self._pend_lat.get(dep, ())), *reversed(self._fl_lat.get(dep, ())),
-                      *self._remote_lat.get(dep, ())][: self._samples]
-            if recent:
-                result[dep] = sum(recent) / len(recent)
+            view = self._latency_view.get(dep)
+            if view:
+                result[dep] = sum(view) / len(view)
         return result
 
     # -- cooldowns --------------------------------------------------------------------------
@@ -398,7 +410,7 @@ class RedisState(State):
                 del pending[key]
         if not self._up:
             return
-        with self._flush_lock:
+        with self._io_lock:
             self._flush_now()
 
     def _flush_now(self) -> None:
@@ -409,7 +421,6 @@ class RedisState(State):
         if not (req or tok or lat or write_inflight):
             return
         self._pend_req, self._pend_tok, self._pend_lat = {}, {}, {}
-        self._fl_req, self._fl_tok, self._fl_lat = req, tok, lat
         snapshot = dict(own)
         self._inflight_dirty = False
         pipe = self._client.pipeline(transaction=True)
@@ -441,16 +452,6 @@ class RedisState(State):
             self._inflight_dirty = self._inflight_dirty or write_inflight
             self._failed(exc)
             return
-        finally:
-            self._fl_req, self._fl_tok, self._fl_lat = {}, {}, {}
-        bucket = self.bucket()
-        if self._roll(bucket):
-            for remote, counts in ((self._remote_req, req), (self._remote_tok, tok)):
-                for (b, dep), n in counts.items():
-                    if b == bucket:
-                        remote[dep] = remote.get(dep, 0) + n
-        for dep, samples in lat.items():
-            self._remote_lat[dep] = [*reversed(samples), *self._remote_lat.get(dep, ())][: self._samples]
         if write_inflight:
             self._inflight_due = now + self._inflight_ttl / 3
             if not any(snapshot.values()):  # the hash is gone: stop carrying zeros
@@ -490,7 +491,12 @@ class RedisState(State):
             pipe.evalsha(self._inflight_lua.sha, 1, self._k_procs, f"{self._prefix}inflight:", self._proc)
             pipe.zrangebyscore(self._k_cool, f"({now!r}", "+inf", withscores=True)
             pipe.zremrangebyscore(self._k_cool, "-inf", repr(now))
-        results = self._call(lambda: pipe.execute(raise_on_error=False), [])
+        with self._io_lock:
+            results = self._call(lambda: pipe.execute(raise_on_error=False), [])
+            self._apply(results, bucket, usage_deps, latency_deps, everything)
+
+    def _apply(self, results: list[Any], bucket: int, usage_deps: list[str], latency_deps: list[str],
+               everything: bool) -> None:
         errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, NoScriptError)]
         if not results or errors:
             if errors:
@@ -499,12 +505,15 @@ class RedisState(State):
         it = iter(results)
         if usage_deps:
             requests, tokens = next(it), next(it)
-            if self._roll(bucket):
-                for dep, r, t in zip(usage_deps, requests, tokens, strict=True):
-                    self._remote_req[dep] = max(self._remote_req.get(dep, 0), int(r or 0))
-                    self._remote_tok[dep] = max(self._remote_tok.get(dep, 0), int(t or 0))
+            for dep, r, t in zip(usage_deps, requests, tokens, strict=True):
+                view = self._usage_view.get(dep)
+                if view is None or view[0] <= bucket:
+                    key = (bucket, dep)
+                    self._usage_view[dep] = [bucket, int(r or 0) + self._pend_req.get(key, 0),
+                                             int(t or 0) + self._pend_tok.get(key, 0)]
         for dep in latency_deps:
-            self._remote_lat[dep] = [float(x) for x in next(it)]
+            view = self._latency_view[dep] = deque(map(float, reversed(next(it))), maxlen=self._samples)
+            view.extend(self._pend_lat.get(dep, ()))
         if everything:
             flat = next(it)
             if isinstance(flat, NoScriptError):  # SCRIPT FLUSH or a new server: load it for next time

@@ -32,8 +32,8 @@ class RedisListener:
 
     ``block`` > 0 reads with a timeout (cooperative under gevent monkey-patching); 0 polls every
     ``poll`` seconds instead, because an unpatched socket read would block the whole process.
-    The connection is used by one greenlet at a time (``_lock``): the listener between reads,
-    ``subscribe`` in between, so a subscription made at runtime is live when the call returns.
+    One greenlet at a time uses the connection (``_lock``): the listener while it reads,
+    ``subscribe`` between reads, so a subscription made at runtime is live when the call returns.
     """
 
     def __init__(
@@ -69,11 +69,9 @@ class RedisListener:
             with self._lock:
                 ok = self._read(received)
             self._deliver(received)
-            if received:
-                continue
-            if self._block and ok:
+            if ok and self._block:
                 gevent.sleep(0)  # let a subscribe() waiting for the connection in
-            else:
+            elif not received:
                 self._stop.wait(self._poll)
 
     def _read(self, received: Received) -> bool:

@@ -4,8 +4,8 @@ Every gunicorn worker on a host opens the same file, so everything here is writt
 processes at once:
 
 - WAL journal: readers never wait for the writer and the writer never waits for readers.
-  ``synchronous=NORMAL`` makes a commit cost no fsync; a commit survives a process crash, and a
-  power loss can only take back the last commits before a checkpoint.
+  ``synchronous=NORMAL`` makes a commit cost no fsync: a commit survives a process crash; a
+  power loss can undo the commits made since the last checkpoint.
 - A write is one short ``BEGIN IMMEDIATE`` transaction. Taking the write lock up front means a
   transaction never fails half-way with SQLITE_BUSY_SNAPSHOT because another process wrote
   between its read and its write. Waiting for the lock is SQLite's ``busy_timeout``; a
@@ -19,9 +19,19 @@ processes at once:
 gevent: SQLite calls are C calls that do not yield, and a write may sit in SQLite's busy
 handler for up to ``timeout`` seconds while another worker holds the lock; inline, that freezes
 every greenlet of the worker. So when ``threading`` is monkey-patched, writes run in the hub's
-threadpool and the calling greenlet waits cooperatively. Reads run inline: a WAL reader does not
-wait for locks, and a read (~6-30 µs) costs less than the threadpool hand-off (~60 µs). Measured
-numbers are in ``tests/store/README.md``.
+threadpool and the calling greenlet waits cooperatively; reads run inline, because a WAL reader
+does not wait for locks and a read costs less than the hand-off. Measured on the 2-core dev
+machine in a patched process (``python -m tests.store.bench_store``):
+
+    threadpool hand-off                       ~50 µs
+    add() / update(), inline | offloaded      ~110 µs | ~250 µs
+    add() while another process holds the     hub stalled 300 ms | longest stall ~5 ms
+      write lock for 300 ms, inline | offl.
+    500-row spend flush, inline | offloaded   ~8 ms, hub stalled as long | ~13 ms, stall ~3-6 ms
+    models_version() poll (one SELECT)        ~6 µs; get() ~20 µs
+
+Writes are admin calls and batched spend flushes, so ~150 µs more per write buys a hub that
+never waits on another process. ``offload=False`` (or a process without gevent) runs all inline.
 """
 
 from __future__ import annotations
@@ -171,8 +181,13 @@ class Store:
         self.pool_limit = pool_limit
         self.timeout = float(timeout)
         self.offload = gevent_patched() if offload is None else offload
+        # Pool: idle connections (LIFO, so the warmest is reused) plus a count of all opened.
+        # Taking an idle one is a lock-free deque pop; the condition is only for opening a new
+        # one and for waiting when all ``pool_limit`` are in use.
         self._idle: deque[Database] = deque()
-        self._slots = threading.BoundedSemaphore(pool_limit)
+        self._opened = 0
+        self._waiting = 0
+        self._returned = threading.Condition(threading.Lock())
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._migrate()
@@ -213,13 +228,21 @@ class Store:
         return self._run(rows, False)
 
     def query_value(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        """First column of the first row of one statement, or None: the cheapest read there is."""
+        """First column of the first row of one statement, or None: the cheapest read there is.
 
-        def one(db: Database, sleep: Callable[[float], None]) -> Any:
-            row = self._retrying(lambda: db.conn.execute(sql, params).fetchone(), sleep)
+        Written out flat (no closures) because ``models_version()`` polls through it.
+        """
+        db = self._checkout()
+        try:
+            try:
+                row = db.conn.execute(sql, params).fetchone()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                row = self._retrying(lambda: db.conn.execute(sql, params).fetchone(), time.sleep)
             return None if row is None else row[0]
-
-        return self._run(one, False)
+        finally:
+            self._checkin(db)
 
     @property
     def schema_version(self) -> int:
@@ -269,16 +292,37 @@ class Store:
     def _checkout(self) -> Database:
         if self._closed:
             raise StoreError(f"{self!r} is closed")
-        if not self._slots.acquire(timeout=self.timeout):
-            raise StoreBusy(f"no free connection to {self.path} within {self.timeout}s")
         try:
             return self._idle.pop()
         except IndexError:
-            pass
+            return self._checkout_slow()
+
+    def _checkout_slow(self) -> Database:
+        """No idle connection: open one if under ``pool_limit``, else wait for one to come back."""
+        deadline = time.monotonic() + self.timeout
+        with self._returned:
+            # Count ourselves as waiting before looking, so a _checkin that appends after our
+            # look is certain to see us and notify.
+            self._waiting += 1
+            try:
+                while True:
+                    try:
+                        return self._idle.pop()
+                    except IndexError:
+                        pass
+                    if self._opened < self.pool_limit:
+                        self._opened += 1
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise StoreBusy(f"no free connection to {self.path} within {self.timeout}s")
+                    self._returned.wait(remaining)
+            finally:
+                self._waiting -= 1
         try:
-            return self._connect()
+            return self._connect()  # outside the lock: opening may wait on a busy file
         except BaseException:
-            self._slots.release()
+            self._forget()
             raise
 
     def _checkin(self, db: Database) -> None:
@@ -288,17 +332,25 @@ class Store:
         except sqlite3.Error:
             log.warning("dropping a pooled connection to %s that could not roll back", self.path)
             self._discard(db)
-        else:
-            if self._closed:
-                self._discard(db)
-            else:
-                self._idle.append(db)
-        finally:
-            self._slots.release()
+            return
+        if self._closed:
+            self._discard(db)
+            return
+        self._idle.append(db)
+        if self._waiting:
+            with self._returned:
+                self._returned.notify()
 
     def _discard(self, db: Database) -> None:
         with contextlib.suppress(sqlite3.Error):
             db.close()
+        self._forget()
+
+    def _forget(self) -> None:
+        """One opened connection fewer: a waiter may open a new one."""
+        with self._returned:
+            self._opened -= 1
+            self._returned.notify()
 
     def _connect(self) -> Database:
         """A new connection with the pragmas every connection needs (journal mode is per file)."""

@@ -18,7 +18,9 @@ and info emptied (they may hold raw keys). Tombstones are what lets hosts mirror
   delete beats an edit; re-applying a row already held changes nothing.
 - ``add()`` with the id of a tombstone is a deliberate re-add: the new row's version is one
   above the tombstone's, so it wins everywhere.
-- ``purge_tombstones(older_than)`` removes tombstones once every host must have seen them.
+- ``purge_tombstones(older_than)`` removes tombstones once every host must have seen them; a
+  row older than a purged tombstone that still arrives afterwards would be applied, so pick
+  ``older_than`` well above the slowest sync lag.
 
 ``replace_all(rows)`` is the exception to the version rule: it makes the table exactly the given
 snapshot (bootstrapping a host, restoring a backup). To fold a snapshot into local rows instead,
@@ -167,9 +169,9 @@ class ModelStore:
     def models_version(self) -> int:
         """The change counter: equal between two calls means nothing changed in between.
 
-        One primary-key SELECT on a WITHOUT ROWID table, run inline. It was measured against
-        ``PRAGMA data_version`` as a pre-check and was cheaper (a PRAGMA is re-prepared on every
-        call), so there is no pre-check.
+        One primary-key SELECT on a WITHOUT ROWID table, run inline: ~6 µs. ``PRAGMA
+        data_version`` as a "did anything change" pre-check measured ~9 µs on its own, so a
+        pre-check would only add cost.
         """
         return int(self.store.query_value(_VERSION) or 0)
 
@@ -226,7 +228,7 @@ class ModelStore:
         return self.store.write(replace_all)
 
     def purge_tombstones(self, older_than: float) -> int:
-        """Drop tombstones older than ``older_than`` seconds; pick more than the slowest sync lag."""
+        """Drop tombstones older than ``older_than`` seconds; returns how many went."""
         cutoff = time.time() - older_than
 
         def purge(db: Database) -> int:
