@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from proxy.context import RequestContext
-from proxy.errors import BadRequest, ProxyError
+from proxy.errors import BadRequest, PermissionDenied, ProxyError
+from proxy.keys import may_use
 from proxy.pipeline import Handler, Stage
 
 
@@ -29,6 +30,11 @@ class Route(Stage):
                 param="model",
                 code="model_not_found",
             )
+        permitted = [d for d in group if may_use(ctx.caller, d.model_name, d.model_info.get("access_groups"))]
+        if not permitted:
+            raise PermissionDenied(f"This key is not allowed to call model {ctx.model!r}", param="model",
+                                   code="model_access_denied")
+        group = permitted
         dep = router.choose(ctx, group)
         ctx.candidates = group
         ctx.deployment = dep

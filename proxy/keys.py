@@ -49,3 +49,18 @@ class KeyChecker:
     def require_admin(self, headers: Any) -> dict[str, Any]:
         """Admin endpoints need the master key (when one is set)."""
         return self.caller(headers)
+
+
+def may_use(caller: dict[str, Any], model_name: str, access_groups: list[str] | None) -> bool:
+    """Whether ``caller`` may call a deployment of ``model_name`` in ``access_groups``.
+
+    The master key (and an open proxy) may call everything. A key listing models may call those
+    and the members of the access groups it lists. A model in an access group is served only to
+    keys allowed that group; other models are open to keys without a model list.
+    """
+    if caller.get("role") in ("admin", "anonymous") or not caller:
+        return True
+    allowed = set(caller.get("models") or ())
+    if access_groups:
+        return model_name in allowed or bool(allowed.intersection(access_groups))
+    return not allowed or model_name in allowed or "*" in allowed

@@ -113,9 +113,7 @@ def run_wrk(
     if cpus is not None:
         cmd = ["taskset", "-c", cpus, *cmd]
     env = dict(os.environ, BENCH_BODY=body_bytes().decode(), BENCH_API_KEY=API_KEY)
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=env, timeout=duration_s + 60, check=False
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration_s + 60, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
     if proc.returncode != 0 or line is None:
         raise LoadError(f"wrk failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout}")

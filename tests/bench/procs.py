@@ -130,9 +130,10 @@ class Child:
 
     def log_tail(self, lines: int = 15) -> str:
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log.read_text(errors="replace")
         except OSError:
             return ""
+        return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM the whole group, SIGKILL what is left after ``grace_s``."""
@@ -181,9 +182,7 @@ class Children:
     ) -> None:
         self.stop_all()
 
-    def start(
-        self, name: str, cmd: Sequence[str], cpus: str | None, env: Mapping[str, str]
-    ) -> Child:
+    def start(self, name: str, cmd: Sequence[str], cpus: str | None, env: Mapping[str, str]) -> Child:
         if cpus is not None and HAVE_TASKSET:
             cmd = ["taskset", "-c", cpus, *cmd]
         log = self.log_dir / f"{name}.log"
@@ -215,7 +214,7 @@ class Children:
             self.stop(self.children[-1])
 
 
-def wait_ready(child: Child, port: int, timeout_s: float, stream: bool = False) -> None:
+def wait_ready(child: Child, port: int, timeout_s: float) -> None:
     """Block until a chat call through ``port`` answers 200, or raise StartupError."""
     deadline = time.monotonic() + timeout_s
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
@@ -225,7 +224,7 @@ def wait_ready(child: Child, port: int, timeout_s: float, stream: bool = False) 
             raise StartupError(f"{child.name} exited with {child.proc.returncode}")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            conn.request("POST", CHAT_PATH, body=body_bytes(stream), headers=headers)
+            conn.request("POST", CHAT_PATH, body=body_bytes(), headers=headers)
             resp = conn.getresponse()
             data = resp.read()
             if resp.status == 200:

@@ -63,17 +63,19 @@ class Row:
         return _median(self.stream, lambda r: r.total_p50_ms)
 
     @property
+    def passes_chunks(self) -> bool:
+        """A buffering server sends its first chunk only once the upstream has finished."""
+        first, whole = self.ttfc_p50_ms, self.stream_total_p50_ms
+        return first is not None and whole is not None and first < whole / 2
+
+    @property
     def errors(self) -> int:
         runs = [*self.throughput, *self.latency]
         return sum(r.error_count for r in runs) + sum(s.errors for s in self.stream)
 
-    def cpu_median(self, cpu: str) -> float | None:
-        return _median([ld for ld in self.load if cpu in ld], lambda ld: ld[cpu])
-
-    def load_max(self, key: str) -> float | None:
-        """Worst round for ``other_processes`` or ``steal``."""
-        values = [ld[key] for ld in self.load if key in ld]
-        return max(values) if values else None
+    def load_median(self, key: str) -> float | None:
+        """Median round of a ``cpu_load`` figure: a CPU, ``other_processes`` or ``steal``."""
+        return _median([ld for ld in self.load if key in ld], lambda ld: ld[key])
 
 
 @dataclass
@@ -148,17 +150,15 @@ def markdown(summary: Summary, rounds: int) -> str:
             f"Medians of {rounds} round(s). CPU load during the req/s runs — target on cpu "
             f"{target_cpu}, upstream + wrk on cpu {aux_cpu}. A target CPU near 100% means the "
             "target set the pace. 'other processes' (programs outside this run) and 'steal' "
-            "(time the hypervisor gave away) are in % of one CPU, worst round."
+            "(time the hypervisor gave away) are in % of one CPU."
         ),
         "",
-        "| target | "
-        + " | ".join(f"{c} busy %" for c in cpus)
-        + " | other processes % | steal % | errors |",
+        "| target | " + " | ".join(f"{c} busy %" for c in cpus) + " | other processes % | steal % | errors |",
         "|---|" + "---:|" * (len(cpus) + 3),
     ]
     for row in measured:
-        busy = "".join(f" {_fmt(row.cpu_median(c), 0)} |" for c in cpus)
-        other, steal = row.load_max("other_processes"), row.load_max("steal")
+        busy = "".join(f" {_fmt(row.load_median(c), 0)} |" for c in cpus)
+        other, steal = row.load_median("other_processes"), row.load_median("steal")
         lines.append(f"| {row.label} |{busy} {_fmt(other, 0)} | {_fmt(steal, 0)} | {row.errors} |")
 
     streamed = [r for r in measured if r.stream]
@@ -167,24 +167,25 @@ def markdown(summary: Summary, rounds: int) -> str:
             "",
             (
                 "| target (streaming) | first chunk p50 ms | first chunk p99 ms "
-                "| added first chunk p50 ms | whole stream p50 ms |"
+                "| added first chunk p50 ms | whole stream p50 ms | chunks pass through |"
             ),
-            "|---|---:|---:|---:|---:|",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for row in streamed:
             lines.append(
                 f"| {row.label} | {_fmt(row.ttfc_p50_ms, 3)} | {_fmt(row.ttfc_p99_ms, 3)} "
                 f"| {_fmt(summary.added_ttfc_p50_ms(row), 3)} "
-                f"| {_fmt(row.stream_total_p50_ms, 3)} |"
+                f"| {_fmt(row.stream_total_p50_ms, 3)} | {'yes' if row.passes_chunks else 'NO, buffers'} |"
             )
 
     notes = [f"- {r.label}: {r.note}" for r in everyone if r.note]
     for row in measured:
-        lost = (row.load_max("other_processes") or 0) + (row.load_max("steal") or 0)
+        lost = (row.load_median("other_processes") or 0) + (row.load_median("steal") or 0)
         if lost > NOISY_LOAD:
             notes.append(
-                f"- {row.label}: up to {lost:.0f}% of a CPU went to other programs or the "
-                "hypervisor during a req/s run; its figures are suspect, re-run on a quiet machine"
+                f"- {row.label}: {lost:.0f}% of a CPU went to other programs or the hypervisor "
+                "during its req/s runs (median round); its figures are suspect, re-run on a quiet "
+                "machine or with more --rounds"
             )
     if notes:
         lines += ["", "Notes:", *notes]
@@ -206,9 +207,10 @@ def _row_document(summary: Summary, row: Row) -> dict[str, Any]:
         "stream_ttfc_p99_ms": row.ttfc_p99_ms,
         "stream_added_ttfc_p50_ms": summary.added_ttfc_p50_ms(row),
         "stream_total_p50_ms": row.stream_total_p50_ms,
+        "stream_passes_chunks": row.passes_chunks if row.stream else None,
         "errors": row.errors,
-        "other_processes_cpu_max_pct": row.load_max("other_processes"),
-        "steal_cpu_max_pct": row.load_max("steal"),
+        "other_processes_cpu_pct": row.load_median("other_processes"),
+        "steal_cpu_pct": row.load_median("steal"),
         "rounds": {
             "throughput": [r.as_dict() for r in row.throughput],
             "latency": [r.as_dict() for r in row.latency],

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,11 +39,12 @@ from tests.bench.procs import (
     free_port,
     wait_ready,
 )
-from tests.bench.report import Row, Summary, markdown, write_json
+from tests.bench.report import NOISY_LOAD, Row, Summary, markdown, write_json
 from tests.bench.targets import BENCH_DIR, GROUPS, Target, command, select, skip_reason
 
 REPO_ROOT = BENCH_DIR.parents[1]
 log = logging.getLogger("tests.bench")
+QUIET_SAMPLE_S = 0.5
 
 
 @dataclass
@@ -144,20 +146,46 @@ class Bench:
             except StartupError as exc:
                 # llmrelay is optional here: the bare rows still mean something without it
                 row.status = "skipped" if target.config else "failed"
-                row.note = f"did not start: {exc}"
-                log.warning("%s: %s\n%s", target.label, exc, child.log_tail())
+                tail = child.log_tail()
+                row.note = f"did not start: {exc}; last log line: {tail.splitlines()[-1] if tail else '-'}"
+                log.warning("%s: %s\n%s", target.label, exc, tail)
                 self.children.stop(child)
                 continue
             lives.append(Live(row, port, self.cpus["aux"], target.streams))
         return rows, lives
 
+    def wait_quiet(self) -> None:
+        """Hold a measurement while programs outside the run (or the hypervisor) take CPU.
+
+        On a shared machine, neighbours come in bursts of seconds; waiting them out costs
+        less than a round thrown away. Gives up after ``--quiet-wait`` seconds.
+        """
+        deadline = time.monotonic() + self.args.quiet_wait
+        waited = False
+        while True:
+            before = cpu_sample(self.children.sessions())
+            time.sleep(QUIET_SAMPLE_S)
+            load = cpu_load(before, cpu_sample(self.children.sessions()))
+            lost = load["other_processes"] + load["steal"]
+            if lost <= NOISY_LOAD or time.monotonic() >= deadline:
+                if waited:
+                    log.info(
+                        "  machine %s (%.0f%% of a CPU busy elsewhere)",
+                        "quiet" if lost <= NOISY_LOAD else "still busy",
+                        lost,
+                    )
+                return
+            if not waited:
+                log.info("  waiting for other programs to settle (%.0f%% of a CPU busy elsewhere)", lost)
+                waited = True
+
     def measure(self, live: Live) -> None:
         """One round: req/s at N connections, latency at 1, optionally the stream."""
         args, row = self.args, live.row
+        if args.quiet_wait > 0:
+            self.wait_quiet()
         before = cpu_sample(self.children.sessions())
-        row.throughput.append(
-            run_wrk(self.wrk, live.port, args.connections, args.duration, live.wrk_cpus)
-        )
+        row.throughput.append(run_wrk(self.wrk, live.port, args.connections, args.duration, live.wrk_cpus))
         row.load.append(cpu_load(before, cpu_sample(self.children.sessions())))
         # One connection is strictly sequential, so wrk can share the target's CPU without
         # contention; then only the target -> upstream hop crosses CPUs, as the baseline's
@@ -205,6 +233,7 @@ def metadata_block(args: argparse.Namespace, cpus: dict, wrk: str) -> dict[str, 
         "duration_s": args.duration,
         "latency_duration_s": args.latency_duration or args.duration,
         "warmup_s": args.warmup,
+        "quiet_wait_s": args.quiet_wait,
         "stream": args.stream,
         "wrk": (wrk_version.stdout or wrk_version.stderr).strip().splitlines()[:1],
         "python": platform.python_version(),
@@ -220,9 +249,7 @@ def _version(name: str) -> str | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m tests.bench.run", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=10, help="seconds per wrk run (10)")
     p.add_argument("--latency-duration", type=float, help="seconds of each 1-connection run")
     p.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians shown (1)")
@@ -236,6 +263,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target-cpus", help="CPUs of the targets (default: the last CPU)")
     p.add_argument("--aux-cpus", help="CPUs of upstream, wrk and runner (default: the rest)")
     p.add_argument("--no-pin", action="store_true", help="pin nothing")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20,
+        help="before each measurement, wait up to S seconds for other programs to go quiet (20; 0: off)",
+    )
     p.add_argument("--startup-timeout", type=float, default=30, help="seconds to wait for a target")
     p.add_argument("--llmrelay-bin", default="llmrelay", help="the llmrelay command")
     p.add_argument("--results", type=Path, default=BENCH_DIR / "results.json")
@@ -275,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = bench.run(targets)
     except KeyboardInterrupt:
         log.error("interrupted; every benchmark process has been stopped")
+        shutil.rmtree(log_dir, ignore_errors=True)
         return 130
     except (StartupError, LoadError) as exc:
         log.error("benchmark aborted: %s (server logs in %s)", exc, log_dir)

@@ -33,9 +33,7 @@ TARGETS = (
         "bare Flask forwarder, geventhttpclient + orjson",
         app="geventhttpclient",
     ),
-    Target(
-        "canned", "Flask returning a canned response (no upstream)", app="canned", streams=False
-    ),
+    Target("canned", "Flask returning a canned response (no upstream)", app="canned", streams=False),
     Target("llmrelay", "llmrelay", config="bench_config.yaml"),
     Target(
         "llmrelay-redis",

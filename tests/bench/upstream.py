@@ -65,9 +65,7 @@ def stream_events(model: str, pieces: int, include_usage: bool) -> list[bytes]:
 
     step = max(1, -(-len(CONTENT) // max(1, pieces)))
     events = [event({"role": "assistant", "content": ""}, None)]
-    events += [
-        event({"content": CONTENT[i : i + step]}, None) for i in range(0, len(CONTENT), step)
-    ]
+    events += [event({"content": CONTENT[i : i + step]}, None) for i in range(0, len(CONTENT), step)]
     events.append(event({}, "stop", **({"usage": USAGE} if include_usage else {})))
     events.append(b"data: [DONE]\n\n")
     return events
@@ -170,9 +168,7 @@ class Upstream:
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
         connection = headers.get(b"connection", b"").lower()
-        keep_alive = connection != b"close" and (
-            version == b"HTTP/1.1" or connection == b"keep-alive"
-        )
+        keep_alive = connection != b"close" and (version == b"HTTP/1.1" or connection == b"keep-alive")
 
         if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
             body = reader.chunked()
@@ -197,17 +193,14 @@ class Upstream:
                 usage = bool((request.get("stream_options") or {}).get("include_usage"))
                 self._stream(sock, model, usage, keep_alive)
             else:
-                sock.sendall(
-                    _response("200 OK", completion(model), b"application/json", keep_alive)
-                )
+                sock.sendall(_response("200 OK", completion(model), b"application/json", keep_alive))
         return keep_alive
 
     def _stream(self, sock: socket.socket, model: str, usage: bool, keep_alive: bool) -> None:
         conn = b"keep-alive" if keep_alive else b"close"
         head = (
             b"HTTP/1.1 200 OK\r\nServer: bench-upstream\r\nContent-Type: text/event-stream\r\n"
-            b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: %s\r\n\r\n"
-            % conn
+            b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: %s\r\n\r\n" % conn
         )
         events: Iterator[bytes] = iter(stream_events(model, self.stream_pieces, usage))
         sock.sendall(head + _chunk(next(events)))  # first chunk leaves with the headers
@@ -222,9 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--stream-pieces", type=int, default=8, help="content pieces per stream")
-    parser.add_argument(
-        "--stream-interval-ms", type=float, default=2.0, help="pause between streamed pieces"
-    )
+    parser.add_argument("--stream-interval-ms", type=float, default=2.0, help="pause between streamed pieces")
     args = parser.parse_args(argv)
     handler = Upstream(args.stream_pieces, args.stream_interval_ms / 1000.0)
     server = StreamServer((args.host, args.port), handler, backlog=1024)

@@ -85,3 +85,28 @@ def test_excluded_deployments_are_not_picked() -> None:
     with pytest.raises(ServiceUnavailable) as info:
         stage(ctx, lambda c: None)
     assert "failed with 500" in info.value.message
+
+
+def test_access_groups_limit_who_may_call() -> None:
+    from proxy.errors import PermissionDenied
+
+    gw = gateway({"model_list": [
+        {"model_name": "beta", "litellm_params": {"model": "openai/b", "mock_response": "x"},
+         "model_info": {"access_groups": ["beta-models"]}},
+        {"model_name": "open", "litellm_params": {"model": "openai/o", "mock_response": "x"}}]})
+    stage = Route({}, gw.services)
+
+    def call(model: str, caller: dict) -> None:
+        ctx = chat_ctx(model)
+        ctx.caller = caller
+        stage(ctx, lambda c: None)
+
+    call("beta", {"role": "admin"})
+    call("beta", {"role": "key", "models": ["beta-models"]})
+    call("beta", {"role": "key", "models": ["beta"]})
+    call("open", {"role": "key"})
+    with pytest.raises(PermissionDenied) as info:
+        call("beta", {"role": "key"})
+    assert info.value.status == 403
+    with pytest.raises(PermissionDenied):
+        call("open", {"role": "key", "models": ["beta-models"]})
