@@ -13,3 +13,6 @@ from tests.mock_upstream import MockOpenAI
 def upstream() -> Iterator[MockOpenAI]:
     with MockOpenAI(api_key="sk-upstream") as server:
         yield server
+
+
+from tests.redis_server import private_redis, redis_url  # noqa: E402,F401 - shared fixtures
