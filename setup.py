@@ -1,12 +1,14 @@
 """llmrelay: an OpenAI-compatible LLM gateway configured by LiteLLM's config.yaml."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="llmrelay",
     version="0.1.0",
     description="OpenAI-compatible LLM gateway: many providers behind one endpoint",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["proxy", "proxy.*", "middleware", "middleware.*"]),

@@ -24,7 +24,7 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 control_socket_disable = True
 
 
-def on_starting(server):  # noqa: ANN001 - gunicorn server hook
+def on_starting(server):
     """SIGHUP re-reads the config in place (validated first) instead of restarting workers."""
     from proxy.worker import install_config_reload
 

@@ -66,7 +66,7 @@ class Gateway:
         transport: Transport | None = None,
         *,
         preload: bool = True,
-        store: Store | None | bool = True,
+        store: Store | bool | None = True,
         shared_state: bool = True,
     ) -> None:
         self.providers = ProviderRegistry()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.errors import ConfigError
+from proxy.errors import AuthenticationError, ConfigError
 from proxy.pipeline import DEFAULT_PIPELINE
 from tests.helpers import chat_ctx, gateway, mock_model
 
@@ -68,7 +68,7 @@ def test_reordering_changes_behaviour() -> None:
                       "pipeline": order})
         ctx = chat_ctx("m")
         ctx.headers = {"Authorization": "Bearer wrong"}
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError):
             gw.pipeline(ctx)
         seen.append(len(ctx._finishers))
     assert seen == [1, 0]

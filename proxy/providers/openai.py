@@ -78,10 +78,7 @@ class OpenAIAdapter(Adapter):
         return headers
 
     def build_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
-        if deployment.defaults:
-            body = {**deployment.defaults, **ctx.body}
-        else:
-            body = dict(ctx.body)
+        body = {**deployment.defaults, **ctx.body} if deployment.defaults else dict(ctx.body)
         body["model"] = deployment.upstream_model
         headers = self.headers(deployment)
         extra = body.pop("extra_headers", None)

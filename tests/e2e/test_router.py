@@ -120,8 +120,9 @@ def test_route_explain(proxy) -> None:
 
 def test_streams_fall_back_before_the_first_byte(proxy) -> None:
     client = openai.OpenAI(api_key=MASTER, base_url=f"{proxy.url}/v1", max_retries=0)
+    controls = {"status": 500, "fail_times": 2, "fail_key": "fs"}
     stream = client.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "a b"}],
-                                            stream=True, extra_body={"mock_controls": {"status": 500, "fail_times": 2, "fail_key": "fs"}})
+                                            stream=True, extra_body={"mock_controls": controls})
     chunks = list(stream)
     assert chunks[0].model == "backup-a"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: a b"

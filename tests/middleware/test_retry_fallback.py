@@ -107,7 +107,7 @@ def test_auth_errors_fall_back_but_are_not_retried() -> None:
 def test_error_kind_picks_the_fallback_list(error, expected) -> None:
     stage, route = build({"context_window_fallbacks": [{"a": ["c"]}], "content_policy_fallbacks": [{"a": ["b"]}],
                           "fallbacks": [{"a": ["b"]}]})
-    result, calls, _ = run(stage, route, {"a1": [error], "a2": [error], "b1": ["b"], "c1": ["c"]})
+    _, calls, _ = run(stage, route, {"a1": [error], "a2": [error], "b1": ["b"], "c1": ["c"]})
     assert calls[-1] == expected
 
 

@@ -16,6 +16,7 @@ from proxy.providers.registry import ProviderRegistry
 from proxy.router.deployment import Deployment
 from tests.helpers import chat_ctx
 
+# ruff: noqa: E501 - recorded payloads keep their lines whole, as they came over the wire
 # Recorded from OpenAI's streaming API (tool call split over chunks, usage chunk last).
 TOOL_STREAM = b"""data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}],"usage":null}
 
