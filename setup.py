@@ -39,5 +39,5 @@ setup(
             "ruff>=0.5",
         ],
     },
-    entry_points={"console_scripts": ["llmrelay=proxy.cli:main"]},
+    entry_points={"console_scripts": ["llmrelay=proxy.cli:patched_main"]},
 )

@@ -1,24 +1,24 @@
 """``callbacks``: one structured access-log line per request, and the configured callbacks.
 
 Placed outermost so it sees every outcome, errors from inner stages included. The line is
-written when the response has been fully sent, so streams are logged with their real duration
-and token counts.
+recorded when the response has been fully sent, so streams are logged with their real duration
+and token counts; proxy/accesslog.py writes it off the request path.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
-import orjson
 from marshmallow import RAISE, Schema, fields
 
+from proxy.accesslog import AccessLog
 from proxy.context import RequestContext
 from proxy.pipeline import Handler, Stage
 from proxy.services import Services
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("llmrelay.access")
 
 #: Observability integrations that are recognised; those without an exporter here are reported
 #: once at boot and skipped, so LiteLLM configs naming them still load.
@@ -42,6 +42,8 @@ def access_record(ctx: RequestContext) -> dict[str, Any]:
     dep = ctx.deployment
     usage = ctx.usage or {}
     record: dict[str, Any] = {
+        "ts": round(ctx.wall_started, 3),
+        "pid": os.getpid(),
         "request_id": ctx.request_id,
         "endpoint": ctx.kind,
         "model": ctx.model,
@@ -71,6 +73,7 @@ class Callbacks(Stage):
         super().__init__(options, services)
         settings = services.config.litellm_settings
         self.access_log = options["access_log"]
+        self.sink = AccessLog.from_env() if self.access_log else AccessLog(None)
         self.success = options.get("success_callback") or list(settings.get("success_callback") or [])
         self.failure = options.get("failure_callback") or list(settings.get("failure_callback") or [])
         for name in sorted(set(self.success) | set(self.failure)):
@@ -80,12 +83,15 @@ class Callbacks(Stage):
                 log.warning("unknown callback %r; it is skipped", name)
 
     def __call__(self, ctx: RequestContext, call_next: Handler) -> Any:
-        if self.access_log:
+        if self.sink.enabled:
             ctx.on_finish(self.write_access_log)
         return call_next(ctx)
 
     def write_access_log(self, ctx: RequestContext) -> None:
-        access_log.info(orjson.dumps(access_record(ctx), default=str).decode())
+        self.sink.write(access_record(ctx))
+
+    def close(self) -> None:
+        self.sink.close()
 
     def describe(self) -> dict[str, Any]:
         return {"access_log": self.access_log, "success_callback": self.success,

@@ -146,5 +146,15 @@ def main(argv: list[str] | None = None) -> None:
         serve(argv)
 
 
-if __name__ == "__main__":
+def patched_main() -> None:
+    """Console-script entry: patch with gevent before anything imports ssl or sockets, so the
+    workers forked from this master inherit cooperative modules (gunicorn's gevent worker patches
+    again, harmlessly)."""
+    from gevent import monkey
+
+    monkey.patch_all()
     main()
+
+
+if __name__ == "__main__":
+    patched_main()

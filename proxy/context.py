@@ -7,8 +7,8 @@ slots so a typo is an error, not a silent new attribute.
 from __future__ import annotations
 
 import logging
+import random
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ class RequestContext:
         "stream",
         "timings",
         "usage",
+        "wall_started",
     )
 
     def __init__(
@@ -63,8 +64,9 @@ class RequestContext:
         self.model: str = body.get("model") or ""
         self.stream: bool = bool(body.get("stream"))
         self.metadata: dict[str, Any] = {}
-        self.request_id = request_id or f"req-{uuid.uuid4().hex}"
+        self.request_id = request_id or f"req-{random.getrandbits(96):024x}"
         self.started = time.perf_counter()
+        self.wall_started = time.time()
         self.caller: dict[str, Any] = {}  # who is calling (master key, virtual key, ...)
         self.api_key: str | None = None
         self.deployment: Deployment | None = None

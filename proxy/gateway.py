@@ -105,8 +105,11 @@ class Gateway:
         pipeline = Pipeline.build(config.pipeline, services, dispatcher)
         keys = KeyChecker(config.general_settings.get("master_key"))
         # one assignment each; a request in flight keeps the objects it already holds
+        old = getattr(self, "pipeline", None)
         self.config, self.services, self.dispatcher, self.keys = config, services, dispatcher, keys
         self.pipeline = pipeline
+        if old is not None:
+            old.close()  # its buffers are written; late lines from requests still in it go straight out
 
     def build_models(self, config: Config) -> ModelRegistry:
         aliases = config.router_settings.get("model_group_alias") or {}
@@ -168,7 +171,8 @@ class Gateway:
         return self.pipeline.describe()
 
     def close(self) -> None:
-        """Flush what is buffered (usage counters) and release connections and files."""
+        """Flush what is buffered (access log, usage counters) and release connections and files."""
+        self.pipeline.close()
         self.state.close()
         self.transport.close()
         if self.store is not None:

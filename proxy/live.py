@@ -52,7 +52,10 @@ class LiveUpdates:
         self.gateway = gateway
         self.interval = interval
         self.resync = resync
-        self.config_generation = read_counter(gateway.store, CONFIG_GENERATION) if gateway.store else 0
+        # Unknown until the first tick: a worker that booted while another handled a reload may
+        # have read the file before it changed and the counter after. The first tick reloads
+        # once if any reload was ever requested, which is cheap and always right.
+        self.config_generation: int | None = None
         self._greenlet: gevent.Greenlet | None = None
 
     # -- fleet (Redis) ------------------------------------------------------------------------
@@ -100,7 +103,7 @@ class LiveUpdates:
         if gw.store is None:
             return
         generation = read_counter(gw.store, CONFIG_GENERATION)
-        if generation != self.config_generation:
+        if generation != self.config_generation and (self.config_generation is not None or generation):
             self.config_generation = generation
             try:
                 gw.reload_config()

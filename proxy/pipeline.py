@@ -67,6 +67,9 @@ class Stage:
         """Options as ``llmrelay pipeline`` prints them."""
         return dict(self.options)
 
+    def close(self) -> None:
+        """Release what the stage holds (buffers, greenlets) when its pipeline is replaced or ends."""
+
 
 def stage_class(name: str) -> type[Stage]:
     """``drop_params`` -> ``middleware.drop_params.DropParams`` (config name = module name)."""
@@ -185,6 +188,10 @@ class Pipeline:
         if errors:
             raise ConfigError(errors)
         return cls(stages, handler, handler_needs, skipped)
+
+    def close(self) -> None:
+        for stage in self.stages:
+            stage.close()
 
     def describe(self) -> list[dict[str, Any]]:
         return [

@@ -132,30 +132,31 @@ class Transport:
             self._targets[url] = target
         return target
 
-    def _request(self, call: UpstreamCall, timeout: float) -> tuple[HTTPSocketPoolResponse, str]:
+    def _request(self, call: UpstreamCall) -> tuple[HTTPSocketPoolResponse, str]:
+        """Send; the caller holds the timeout (one gevent.Timeout per call, not per step)."""
         client, path, host = self._target(call.url)
         try:
-            with gevent.Timeout(timeout, UpstreamTimeout):
-                return client.request(call.method, path, body=call.body, headers=call.headers), host
-        except UpstreamTimeout:
-            raise RequestTimeout(f"upstream {host} did not answer within {timeout:g}s") from None
-        except ProxyError:
-            raise
+            return client.request(call.method, path, body=call.body, headers=call.headers), host
         except (OSError, HTTPParseError) as exc:
             raise connection_error(host, exc) from None
 
     def send(self, call: UpstreamCall, timeout: float | None = None) -> UpstreamResponse:
-        """Send and read the whole answer (non-streaming calls)."""
+        """Send and read the whole answer (non-streaming calls) within ``timeout`` seconds."""
         timeout = timeout or DEFAULT_TIMEOUT
-        resp, host = self._request(call, timeout)
+        resp = None
+        host = ""
         try:
             with gevent.Timeout(timeout, UpstreamTimeout):
+                resp, host = self._request(call)
                 body = resp.read()
         except UpstreamTimeout:
-            discard(resp)
-            raise RequestTimeout(f"upstream {host} did not finish within {timeout:g}s") from None
+            if resp is not None:
+                discard(resp)
+            host = host or self._target(call.url)[2]
+            raise RequestTimeout(f"upstream {host} did not answer within {timeout:g}s") from None
         except (OSError, HTTPParseError) as exc:
-            discard(resp)
+            if resp is not None:
+                discard(resp)
             raise connection_error(host, exc) from None
         headers = {k.lower(): v for k, v in resp.items()}
         resp.release()
@@ -166,7 +167,11 @@ class Transport:
     ) -> StreamingResponse:
         """Send and return once the status line and headers are in; the body is read lazily."""
         timeout = timeout or DEFAULT_TIMEOUT
-        resp, host = self._request(call, timeout)
+        try:
+            with gevent.Timeout(timeout, UpstreamTimeout):
+                resp, host = self._request(call)
+        except UpstreamTimeout:
+            raise RequestTimeout(f"upstream {self._target(call.url)[2]} did not answer within {timeout:g}s") from None
         return StreamingResponse(resp, host, read_timeout or timeout)
 
     def close(self) -> None:

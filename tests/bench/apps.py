@@ -128,9 +128,7 @@ class GeventHttpClient:
         self.url = URL(upstream_url())
         self.path = self.url.request_uri
         self.headers = upstream_headers()
-        self.clients = HTTPClientPool(
-            concurrency=POOL_SIZE, connection_timeout=5.0, network_timeout=TIMEOUT_S
-        )
+        self.clients = HTTPClientPool(concurrency=POOL_SIZE, connection_timeout=5.0, network_timeout=TIMEOUT_S)
 
     def send(self, body: bytes) -> Reply:
         client = self.clients.get_client(self.url)

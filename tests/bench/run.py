@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import logging
 import os
 import platform
@@ -45,6 +46,7 @@ from tests.bench.targets import BENCH_DIR, GROUPS, Target, command, select, skip
 REPO_ROOT = BENCH_DIR.parents[1]
 log = logging.getLogger("tests.bench")
 QUIET_SAMPLE_S = 0.5
+LOCK_PATH = Path(tempfile.gettempdir()) / "llmrelay-bench.lock"
 
 
 @dataclass
@@ -93,9 +95,7 @@ def pinned(cpus: str | None) -> Iterator[None]:
 class Bench:
     """One benchmark run: owns the children, the CPU plan and the rows."""
 
-    def __init__(
-        self, args: argparse.Namespace, wrk: str, cpus: dict[str, str | None], log_dir: Path
-    ) -> None:
+    def __init__(self, args: argparse.Namespace, wrk: str, cpus: dict[str, str | None], log_dir: Path) -> None:
         self.args = args
         self.wrk = wrk
         self.cpus = cpus
@@ -137,7 +137,8 @@ class Bench:
                 continue
             port = free_port()
             cmd = command(target, port, self.args.llmrelay_bin)
-            child = self.children.start(target.key, cmd, self.cpus["target"], self.env)
+            env = dict(self.env, BENCH_DATABASE_PATH=str(self.children.log_dir / f"{target.key}.db"))
+            child = self.children.start(target.key, cmd, self.cpus["target"], env)
             pending.append((target, row, port, child))
         lives = []
         for target, row, port, child in pending:
@@ -278,6 +279,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@contextmanager
+def one_run_at_a_time() -> Iterator[None]:
+    """Two runs at once would each measure the other; the second waits for the first."""
+    with open(LOCK_PATH, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another benchmark run holds %s; waiting for it to finish", LOCK_PATH)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _terminate(signum: int, _frame: object) -> NoReturn:
     raise SystemExit(128 + signum)
 
@@ -304,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = Bench(args, wrk, cpus, log_dir)
     try:
-        with bench.children:
+        with one_run_at_a_time(), bench.children:
             summary = bench.run(targets)
     except KeyboardInterrupt:
         log.error("interrupted; every benchmark process has been stopped")
@@ -314,11 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("benchmark aborted: %s (server logs in %s)", exc, log_dir)
         return 1
 
-    print(markdown(summary, args.rounds))
-    write_json(args.results, meta, summary)
-    log.info("results written to %s", args.results)
     if all(row.status != "failed" for row in summary.rows):
         shutil.rmtree(log_dir, ignore_errors=True)
+    write_json(args.results, meta, summary)
+    print(markdown(summary, args.rounds))
+    log.info("results written to %s", args.results)
     return 0
 
 

@@ -79,8 +79,7 @@ def _response(status: str, body: bytes, content_type: bytes, keep_alive: bool) -
     conn = b"keep-alive" if keep_alive else b"close"
     return (
         b"HTTP/1.1 %s\r\nServer: bench-upstream\r\nContent-Type: %s\r\n"
-        b"Content-Length: %d\r\nConnection: %s\r\n\r\n%s"
-        % (status.encode(), content_type, len(body), conn, body)
+        b"Content-Length: %d\r\nConnection: %s\r\n\r\n%s" % (status.encode(), content_type, len(body), conn, body)
     )
 
 

@@ -3,7 +3,7 @@ without restart, persistence across restarts, token counting, config reload unde
 
 from __future__ import annotations
 
-import re
+import json
 import signal
 import threading
 import time
@@ -113,8 +113,15 @@ def test_bad_model_bodies_are_400_naming_the_field(proxy) -> None:
     assert requests.post(f"{proxy.url}/model/new", json=cases[0][0]).status_code == 401
 
 
-def served_by_pids(proxy: ProxyProcess, model: str) -> set[str]:
-    return set(re.findall(r"\[(\d+)\] llmrelay\.access: .*\"model\":\"" + re.escape(model) + '"', proxy.log()))
+def served_by_pids(proxy: ProxyProcess, model: str) -> set[int]:
+    """Worker pids in the access log (JSON lines) that served ``model`` successfully."""
+    pids = set()
+    for line in proxy.log().splitlines():
+        if line.startswith("{") and f'"model":"{model}"' in line:
+            record = json.loads(line)
+            if record["status"] == 200:
+                pids.add(record["pid"])
+    return pids
 
 
 def hammer(proxy: ProxyProcess, model: str, n: int = 40) -> list[requests.Response]:
@@ -142,6 +149,7 @@ def test_add_update_delete_without_restart(proxy, upstream, config_path) -> None
     answers = hammer(proxy, "runtime-model")
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:2]
     assert {a.json()["model"] for a in answers} == {"runtime-upstream"}
+    time.sleep(0.5)  # the access log is written every 0.2 s
     assert len(served_by_pids(proxy, "runtime-model")) == 2  # both workers served it
     info = requests.get(f"{proxy.url}/model/info", headers=AUTH, params={"litellm_model_id": model_id}).json()
     row = info["data"][0]

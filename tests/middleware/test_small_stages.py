@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 
@@ -102,19 +101,40 @@ def test_prompt_template_renders_litellm_roles() -> None:
     assert "roles" not in gw.services.models.group("m")[0].defaults
 
 
-def test_callbacks_write_one_access_line_per_request(caplog) -> None:
+class ListSink:
+    enabled = True
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def write(self, record: dict) -> None:
+        self.records.append(record)
+
+
+def test_callbacks_write_one_access_line_per_request() -> None:
     gw = gateway({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m",
                                                                        "mock_response": "a b"}}],
                   "pipeline": ["route"]})
     stage = Callbacks({"access_log": True}, gw.services)
+    stage.sink = ListSink()
     ctx = chat_ctx("m")
-    caplog.set_level(logging.INFO, logger="llmrelay.access")
     stage(ctx, lambda c: gw.pipeline(c))
-    access = [r for r in caplog.records if r.name == "llmrelay.access"]
-    assert not access  # written when the response is finished, not before
+    assert not stage.sink.records  # written when the response is finished, not before
     ctx.finish()
-    access = [r for r in caplog.records if r.name == "llmrelay.access"]
-    assert len(access) == 1
-    record = json.loads(access[0].getMessage())
+    [record] = stage.sink.records
     assert record["model"] == "m" and record["status"] == 200 and record["completion_tokens"] == 2
     assert record["deployment"] == ctx.deployment.id and record["latency_ms"] > 0
+
+
+def test_access_log_is_buffered_and_flushed_on_close(tmp_path) -> None:
+    from proxy.accesslog import AccessLog
+
+    path = tmp_path / "access.log"
+    sink = AccessLog(path.open("ab"), interval=60)
+    sink.write({"a": 1})
+    sink.write({"b": 2})
+    assert path.read_bytes() == b""  # nothing written on the request path
+    sink.close()
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"a": 1}, {"b": 2}]
+    sink.write({"c": 3})  # after close: straight out
+    assert path.read_text().splitlines()[-1] == '{"c":3}'
