@@ -41,6 +41,7 @@ def create_app(
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["llmrelay"] = gateway
     app.register_blueprint(openai.make_blueprint(gateway))
+    app.wsgi_app = openai.OpenAIEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
     app.register_blueprint(health.make_blueprint(gateway))
     app.register_blueprint(admin.make_blueprint(gateway, updates))
     app.register_blueprint(models.make_blueprint(gateway, updates))

@@ -1,22 +1,30 @@
 """The OpenAI-compatible surface: /chat/completions, /completions, /embeddings, /moderations, /models.
 
-Each view parses and validates the body, builds a RequestContext, runs the pipeline and renders
+Each call parses and validates the body, builds a RequestContext, runs the pipeline and renders
 the result. Proxy-only body fields (``metadata``, ``mock_response``, ...) are taken out here so
 they never reach a provider.
+
+The LLM endpoints are answered by ``OpenAIEndpoints``, a WSGI layer in front of the Flask app:
+Flask's per-request machinery (request context, URL adapter, Response and header objects)
+measured more than the whole stage pipeline on the benchmark, and these endpoints need none of
+it. Everything else — /models, admin, health — is ordinary Flask.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import gevent
 import orjson
 from flask import Blueprint, Response, request
 from marshmallow import ValidationError
+from werkzeug.datastructures import EnvironHeaders
 
-from proxy.api.render import context_headers, error_response, json_response, stream_response
+from proxy.api.render import Reply, context_headers, error_reply, json_reply, json_response, stream_reply
 from proxy.api.schemas import SCHEMAS
 from proxy.config import flatten_errors
 from proxy.context import RequestContext
@@ -25,19 +33,25 @@ from proxy.errors import BadRequest, NotFound, ProxyError
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
 
+log = logging.getLogger(__name__)
+
 #: Body fields that steer the proxy and are never forwarded (LiteLLM accepts the same).
 PROXY_FIELDS = ("metadata", "mock_response", "drop_params", "num_retries", "timeout",
                 "request_timeout", "litellm_metadata")
 
-ROUTES = {
-    "chat": ("/chat/completions", "/v1/chat/completions", "/engines/<path:engine>/chat/completions",
-             "/openai/deployments/<path:engine>/chat/completions"),
-    "completion": ("/completions", "/v1/completions", "/engines/<path:engine>/completions",
-                   "/openai/deployments/<path:engine>/completions"),
-    "embedding": ("/embeddings", "/v1/embeddings", "/engines/<path:engine>/embeddings",
-                  "/openai/deployments/<path:engine>/embeddings"),
-    "moderation": ("/moderations", "/v1/moderations"),
+#: Exact paths of the LLM endpoints -> endpoint kind.
+PATHS = {
+    "/chat/completions": "chat", "/v1/chat/completions": "chat",
+    "/completions": "completion", "/v1/completions": "completion",
+    "/embeddings": "embedding", "/v1/embeddings": "embedding",
+    "/moderations": "moderation", "/v1/moderations": "moderation",
 }
+#: Azure- and engine-style paths, where the deployment name in the path is the model.
+ENGINE_PATH = re.compile(
+    r"^/(?:v1/)?(?:engines|openai/deployments)/(?P<engine>[^/]+(?:/[^/]+)*?)/"
+    r"(?P<tail>chat/completions|completions|embeddings)$"
+)
+ENGINE_KINDS = {"chat/completions": "chat", "completions": "completion", "embeddings": "embedding"}
 
 
 def parse_body(kind: str, raw: bytes, engine: str | None = None) -> dict[str, Any]:
@@ -76,7 +90,7 @@ def build_context(kind: str, body: dict[str, Any], headers: Any) -> RequestConte
     return ctx
 
 
-def run(gateway: Gateway, ctx: RequestContext) -> Response:
+def run(gateway: Gateway, ctx: RequestContext) -> Reply:
     """Run the pipeline and render; the context is finished exactly once on every path."""
     try:
         result = gateway.pipeline(ctx)
@@ -84,19 +98,19 @@ def run(gateway: Gateway, ctx: RequestContext) -> Response:
         ctx.status, ctx.error = err.status, err
         headers = context_headers(ctx)
         ctx.finish()
-        return error_response(err, headers)
+        return error_reply(err, headers)
     except BaseException:
         ctx.status = 500
         ctx.finish()
         raise
     if ctx.stream and not isinstance(result, dict):
-        return stream_response(ctx, result)
-    response = json_response(result, 200, context_headers(ctx))
-    response.call_on_close(ctx.finish)
-    return response
+        return stream_reply(ctx, result)
+    reply = json_reply(result, 200, context_headers(ctx))
+    reply.on_close = ctx.finish
+    return reply
 
 
-def run_batch(gateway: Gateway, body: dict[str, Any], headers: Any) -> Response:
+def run_batch(gateway: Gateway, body: dict[str, Any], headers: Any) -> Reply:
     """``"model": "a,b"``: the same request to every named group at once; a list of answers.
 
     Each answer is what that model alone would have returned (an error object where it failed);
@@ -119,28 +133,68 @@ def run_batch(gateway: Gateway, body: dict[str, Any], headers: Any) -> Response:
 
     jobs = [gevent.spawn(one, m) for m in models]
     gevent.joinall(jobs)
-    return json_response([job.value if job.successful() else ProxyError("internal error").body()
-                          for job in jobs])
+    return json_reply([job.value if job.successful() else ProxyError("internal error").body() for job in jobs])
+
+
+def serve(gateway: Gateway, kind: str, raw: bytes, headers: Any, engine: str | None = None) -> Reply:
+    """One LLM call, from raw body to Reply; bad input becomes an OpenAI-shaped error reply."""
+    try:
+        body = parse_body(kind, raw, engine)
+        if kind == "chat" and "," in body["model"]:
+            return run_batch(gateway, body, headers)
+        return run(gateway, build_context(kind, body, headers))
+    except ProxyError as err:
+        return error_reply(err)
+
+
+class OpenAIEndpoints:
+    """WSGI layer answering the LLM endpoints; any other request goes on to the Flask app."""
+
+    def __init__(self, gateway: Gateway, app: Callable[..., Iterable[bytes]]) -> None:
+        self.gateway = gateway
+        self.app = app
+
+    def route(self, path: str) -> tuple[str, str | None] | None:
+        kind = PATHS.get(path)
+        if kind is not None:
+            return kind, None
+        match = ENGINE_PATH.match(path)
+        if match is None:
+            return None
+        return ENGINE_KINDS[match["tail"]], match["engine"]
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        target = self.route(environ.get("PATH_INFO", ""))
+        if target is None:
+            return self.app(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "POST":
+            err = BadRequest(f"{environ.get('PATH_INFO')} takes POST", status=405)
+            return error_reply(err, [("Allow", "POST")]).wsgi(start_response)
+        kind, engine = target
+        try:
+            raw = read_body(environ)
+            reply = serve(self.gateway, kind, raw, EnvironHeaders(environ), engine)
+        except ProxyError as err:
+            reply = error_reply(err)
+        except Exception:
+            log.exception("unhandled error in %s", environ.get("PATH_INFO"))
+            reply = error_reply(ProxyError("Internal server error; see the proxy log for details"))
+        return reply.wsgi(start_response)
+
+
+def read_body(environ: dict[str, Any]) -> bytes:
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    try:
+        return stream.read(int(length)) if length else stream.read()
+    except ValueError:
+        raise BadRequest("invalid Content-Length header") from None
 
 
 def make_blueprint(gateway: Gateway) -> Blueprint:
     bp = Blueprint("openai", __name__)
     created = int(time.time())
 
-    def view_for(kind: str) -> Callable[..., Response]:
-        def view(engine: str | None = None) -> Response:
-            body = parse_body(kind, request.get_data(cache=False), engine)
-            if kind == "chat" and "," in body["model"]:
-                return run_batch(gateway, body, request.headers)
-            return run(gateway, build_context(kind, body, request.headers))
-
-        view.__name__ = f"{kind}_view"
-        return view
-
-    for kind, rules in ROUTES.items():
-        view = view_for(kind)
-        for rule in rules:
-            bp.add_url_rule(rule, view_func=view, methods=["POST"])
 
     @bp.get("/models")
     @bp.get("/v1/models")

@@ -1,9 +1,15 @@
-"""Turning results into HTTP responses: JSON, server-sent events and errors, in one place."""
+"""Turning results into HTTP responses — JSON, server-sent events and errors — in one place.
+
+A ``Reply`` is the framework-free form (status, headers, body, what to run when sent); the
+OpenAI endpoints hand it straight to WSGI, the Flask views wrap it in a Flask Response.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -15,28 +21,73 @@ from proxy.errors import ProxyError
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | Iterator[bytes]
+    on_close: Callable[[], None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def wsgi(self, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Start the response and return the WSGI body (closing it runs ``on_close``)."""
+        start_response(STATUS_LINES.get(self.status, str(self.status)), self.headers)
+        if isinstance(self.body, bytes):
+            return ClosingBody(self.body, self.on_close)
+        return self.body  # a generator: its own finally does the closing work
+
+    def flask(self) -> Response:
+        response = Response(self.body, status=self.status, headers=self.headers)
+        if self.on_close is not None:
+            response.call_on_close(self.on_close)
+        return response
+
+
+class ClosingBody(list):
+    """A one-chunk WSGI body whose close() (called by the server once sent) runs a hook."""
+
+    __slots__ = ("_on_close",)
+
+    def __init__(self, body: bytes, on_close: Callable[[], None] | None) -> None:
+        super().__init__((body,))
+        self._on_close = on_close
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            hook, self._on_close = self._on_close, None
+            hook()
+
+
+def json_reply(data: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Reply:
+    body = orjson.dumps(data)
+    return Reply(status, [("Content-Type", JSON), ("Content-Length", str(len(body))), *(headers or ())], body)
+
+
+def error_reply(err: ProxyError, headers: list[tuple[str, str]] | None = None) -> Reply:
+    """The only place an error becomes a response: OpenAI's error shape, the error's status."""
+    return json_reply(err.body(), err.status, [*err.response_headers().items(), *(headers or ())])
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status=status, mimetype=JSON, headers=headers)
+    return json_reply(data, status, list((headers or {}).items())).flask()
 
 
 def error_response(err: ProxyError, headers: dict[str, str] | None = None) -> Response:
-    """The only place an error becomes a response: OpenAI's error shape, the error's status."""
-    out = err.response_headers()
-    if headers:
-        out.update(headers)
-    return Response(orjson.dumps(err.body()), status=err.status, mimetype=JSON, headers=out)
+    return error_reply(err, list((headers or {}).items())).flask()
 
 
-def context_headers(ctx: RequestContext) -> dict[str, str]:
-    headers = {"Server-Timing": ctx.server_timing(), "x-litellm-call-id": ctx.request_id}
+def context_headers(ctx: RequestContext) -> list[tuple[str, str]]:
+    headers = [("Server-Timing", ctx.server_timing()), ("x-litellm-call-id", ctx.request_id)]
     dep = ctx.deployment
     if dep is not None:
-        headers["x-litellm-model-id"] = dep.id
-        headers["x-litellm-model-group"] = dep.model_name
-    headers.update(ctx.response_headers)
+        headers.append(("x-litellm-model-id", dep.id))
+        headers.append(("x-litellm-model-group", dep.model_name))
+    if ctx.response_headers:
+        headers.extend(ctx.response_headers.items())
     return headers
 
 
@@ -69,6 +120,5 @@ def sse_events(ctx: RequestContext, chunks: Iterator[dict[str, Any]]) -> Iterato
         ctx.finish()
 
 
-def stream_response(ctx: RequestContext, chunks: Iterator[dict[str, Any]]) -> Response:
-    headers = {**SSE_HEADERS, **context_headers(ctx)}
-    return Response(sse_events(ctx, chunks), status=200, mimetype="text/event-stream", headers=headers)
+def stream_reply(ctx: RequestContext, chunks: Iterator[dict[str, Any]]) -> Reply:
+    return Reply(200, [*SSE_HEADERS, *context_headers(ctx)], sse_events(ctx, chunks))

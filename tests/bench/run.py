@@ -253,7 +253,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=10, help="seconds per wrk run (10)")
     p.add_argument("--latency-duration", type=float, help="seconds of each 1-connection run")
-    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians shown (1)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians shown (3)")
     p.add_argument("--warmup", type=float, default=2, help="warm-up seconds per target (2)")
     p.add_argument("--connections", type=int, default=16, help="connections for req/s (16)")
     p.add_argument("--only", default="all", help="targets or groups: " + ", ".join(GROUPS))
@@ -308,17 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     if cpus["aux"]:
         os.sched_setaffinity(0, parse_cpus(cpus["aux"]))
     signal.signal(signal.SIGTERM, _terminate)
-    meta = metadata_block(args, cpus, wrk)
-    load1 = os.getloadavg()[0]
-    if load1 > 0.5:
-        log.warning("load average %.2f: other programs are busy; expect noisy figures", load1)
     log_dir = Path(tempfile.mkdtemp(prefix="llmrelay-bench-"))
-    log.info("pinning %s; server logs in %s", cpus, log_dir)
-
-    bench = Bench(args, wrk, cpus, log_dir)
     try:
-        with one_run_at_a_time(), bench.children:
-            summary = bench.run(targets)
+        with one_run_at_a_time():
+            meta = metadata_block(args, cpus, wrk)
+            if meta["loadavg_at_start"][0] > 0.5:
+                log.warning("load average %.2f: other programs are busy", meta["loadavg_at_start"][0])
+            log.info("pinning %s; server logs in %s", cpus, log_dir)
+            bench = Bench(args, wrk, cpus, log_dir)
+            with bench.children:
+                summary = bench.run(targets)
     except KeyboardInterrupt:
         log.error("interrupted; every benchmark process has been stopped")
         shutil.rmtree(log_dir, ignore_errors=True)

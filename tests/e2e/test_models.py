@@ -233,7 +233,11 @@ def test_reload_under_load_drops_nothing(upstream, workdir) -> None:
             path.write_text(yaml.safe_dump(config))
             r = requests.post(f"{server.url}/config/reload", headers=AUTH)
             assert r.status_code == 200 and f"added-{i}" in r.json()["models"]
-            time.sleep(0.6)
+            # every worker swaps the new config in (polled every 0.25 s; allow for a busy machine)
+            deadline = time.monotonic() + 5
+            while [chat(server, f"added-{i}").status_code for _ in range(4)] != [200] * 4:
+                assert time.monotonic() < deadline, server.log()[-2000:]
+                time.sleep(0.1)
             assert chat(server, f"added-{i}").json()["choices"][0]["message"]["content"] == f"added {i}"
         path.write_text("model_list: [ {model_name: broken")  # refused, old config stays
         r = requests.post(f"{server.url}/config/reload", headers=AUTH)
