@@ -33,6 +33,7 @@ def proxy(upstream: MockOpenAI) -> Iterator[ProxyProcess]:
             dep("large", "large-a"),
             dep("cool", "cool-a", api_base=dead), dep("cool", "cool-b", api_base=dead),
             dep("ordered", "first", order=1), dep("ordered", "second", order=2),
+            dep("slow-stream", "slow-stream", stream_timeout=0.4),
         ],
         "router_settings": {"model_group_alias": {"gpt-4": "backup"}, "num_retries": 1,
                             "allowed_fails": 1, "cooldown_time": 30},
@@ -126,3 +127,13 @@ def test_streams_fall_back_before_the_first_byte(proxy) -> None:
     chunks = list(stream)
     assert chunks[0].model == "backup-a"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: a b"
+
+
+def test_stream_timeout_between_chunks(proxy) -> None:
+    r = requests.post(f"{proxy.url}/v1/chat/completions", headers=AUTH, timeout=30, json={
+        "model": "slow-stream", "stream": True, "messages": [{"role": "user", "content": "a b c"}],
+        "mock_controls": {"chunk_delay": 1.5}})
+    events = [e for e in r.text.split("\n\n") if e]
+    assert r.status_code == 200  # the first chunk was already out when the upstream stalled
+    last = events[-1]
+    assert '"error"' in last and "sent nothing for 0.4s" in last and "[DONE]" not in r.text
