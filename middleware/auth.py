@@ -10,20 +10,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields
+from marshmallow import fields
 
 from proxy.context import RequestContext
 from proxy.keys import KeyChecker
-from proxy.pipeline import Handler, Stage, StageNotUsed
+from proxy.pipeline import Handler, Stage, StageNotUsed, StageOptions
 from proxy.services import Services
 
 log = logging.getLogger(__name__)
 
 
-class AuthOptions(Schema):
-    class Meta:
-        unknown = RAISE
-
+class AuthOptions(StageOptions):
     master_key = fields.Str(load_default=None, allow_none=True)
 
 

@@ -11,11 +11,11 @@ import logging
 import os
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields
+from marshmallow import fields
 
 from proxy.accesslog import AccessLog
 from proxy.context import RequestContext
-from proxy.pipeline import Handler, Stage
+from proxy.pipeline import Handler, Stage, StageOptions
 from proxy.services import Services
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,7 @@ KNOWN_CALLBACKS = frozenset(
 )
 
 
-class CallbacksOptions(Schema):
-    class Meta:
-        unknown = RAISE
-
+class CallbacksOptions(StageOptions):
     access_log = fields.Bool(load_default=True)
     success_callback = fields.List(fields.Str(), load_default=None, allow_none=True)
     failure_callback = fields.List(fields.Str(), load_default=None, allow_none=True)

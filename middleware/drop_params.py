@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields
+from marshmallow import fields
 
 from proxy.context import RequestContext
-from proxy.pipeline import Handler, Stage
+from proxy.pipeline import Handler, Stage, StageOptions
 from proxy.providers.openai import CHAT_PARAMS
 from proxy.services import Services
 
 
-class DropParamsOptions(Schema):
-    class Meta:
-        unknown = RAISE
-
+class DropParamsOptions(StageOptions):
     enabled = fields.Bool(load_default=None, allow_none=True)
 
 

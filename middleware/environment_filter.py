@@ -10,20 +10,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import fields, validate
 
 from proxy.errors import ConfigError
-from proxy.pipeline import Stage, StageNotUsed
+from proxy.pipeline import Stage, StageNotUsed, StageOptions
 from proxy.router.deployment import Deployment
 from proxy.services import Services
 
 ENVIRONMENTS = ("production", "staging", "development")
 
 
-class EnvironmentOptions(Schema):
-    class Meta:
-        unknown = RAISE
-
+class EnvironmentOptions(StageOptions):
     environment = fields.Str(load_default=None, allow_none=True, validate=validate.OneOf(ENVIRONMENTS))
 
 

@@ -15,12 +15,12 @@ import logging
 from typing import Any
 
 import gevent
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import fields, validate
 
 from proxy.config import FallbackList
 from proxy.context import RequestContext
 from proxy.errors import BadRequest, ContentPolicyViolation, ContextWindowExceeded, ProxyError
-from proxy.pipeline import Handler, Stage
+from proxy.pipeline import Handler, Stage, StageOptions
 from proxy.services import Services
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,7 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 30.0
 
 
-class RetryFallbackOptions(Schema):
-    class Meta:
-        unknown = RAISE
-
+class RetryFallbackOptions(StageOptions):
     num_retries = fields.Int(load_default=None, allow_none=True, validate=validate.Range(min=0))
     retry_after = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0))
     fallbacks = FallbackList(load_default=None, allow_none=True)

@@ -39,7 +39,9 @@ DEFAULT_PIPELINE = (
 VIEW_PROVIDES = frozenset({"request"})
 
 
-class NoOptions(Schema):
+class StageOptions(Schema):
+    """Base of every stage's options: an unknown option is a boot error, not a silent typo."""
+
     class Meta:
         unknown = RAISE
 
@@ -52,7 +54,7 @@ class Stage:
     """Base class of pipeline stages (see middleware/)."""
 
     name: ClassVar[str] = ""
-    Options: ClassVar[type[Schema]] = NoOptions
+    Options: ClassVar[type[Schema]] = StageOptions
     needs: ClassVar[frozenset[str]] = frozenset({"request"})
     provides: ClassVar[frozenset[str]] = frozenset()
 

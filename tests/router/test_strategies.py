@@ -33,7 +33,7 @@ def test_strategy_names_from_the_config() -> None:
     for name, cls in [("least-busy", LeastBusy), ("usage-based-routing", UsageBased),
                       ("usage-based-routing-v2", UsageBased), ("latency-based-routing", LatencyBased),
                       ("cost-based-routing", CostBased)]:
-        gw, router, _ = setup(name, dep("g", "openai/a"))
+        _, router, _ = setup(name, dep("g", "openai/a"))
         assert isinstance(router.strategy, cls)
 
 
