@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 FLEET_HASH = "models"
 FLEET_CHANNEL = "models"
 CONFIG_GENERATION = "config_generation"
+RELOAD_ATTEMPTS = 8  # ticks (2 s) a worker keeps trying a reload before it keeps the old config
 
 
 def read_counter(store: Store, name: str) -> int:
@@ -56,6 +57,7 @@ class LiveUpdates:
         # have read the file before it changed and the counter after. The first tick reloads
         # once if any reload was ever requested, which is cheap and always right.
         self.config_generation: int | None = None
+        self.reload_failures = 0
         self._greenlet: gevent.Greenlet | None = None
 
     # -- fleet (Redis) ------------------------------------------------------------------------
@@ -104,11 +106,16 @@ class LiveUpdates:
             return
         generation = read_counter(gw.store, CONFIG_GENERATION)
         if generation != self.config_generation and (self.config_generation is not None or generation):
-            self.config_generation = generation
             try:
                 gw.reload_config()
             except ConfigError as exc:
+                # The file may be caught mid-write by an editor; try a few more ticks before giving up.
+                self.reload_failures += 1
+                if self.reload_failures < RELOAD_ATTEMPTS:
+                    return
                 log.error("config reload refused, the running config stays:\n  %s", "\n  ".join(exc.errors))
+            self.reload_failures = 0
+            self.config_generation = generation
         gw.refresh_models()
 
     def start(self) -> None:

@@ -22,38 +22,38 @@ as text; an image part counts ``LOW_DETAIL_IMAGE_TOKENS`` at ``detail: low`` and
 ``DEFAULT_IMAGE_TOKENS`` (its real size is unknown without fetching it); ``tool_calls`` and
 ``function_call`` count their function names and arguments.
 
-Offline: tiktoken normally downloads its BPE files on first use. The counter never calls
-``tiktoken.get_encoding``; it builds ``tiktoken.Encoding`` from the rank files bundled in
-``data/tokenizers`` (checked against tiktoken's published sha256), once per process. Encodings
-and tokenizers load on first use or in ``preload()``, which the app calls at boot; after that a
-count does no I/O.
+Offline: the tiktoken encodings are the ones bundled with the package (``proxy.encodings``),
+never downloaded, loaded once per process. Encodings and tokenizers load on first use or in
+``preload()``, which the app calls at boot; after that a count does no I/O.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
-import lzma
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import tiktoken
 from tiktoken.model import encoding_name_for_model
 from tokenizers import Tokenizer
 
-from proxy.errors import ProxyError
+# ENCODINGS, TOKENIZER_DIR, EncodingSpec and TokenizerLoadError are part of this module's API too.
+from proxy.encodings import (
+    ENCODING_ALIASES,
+    ENCODINGS,
+    TOKENIZER_DIR,
+    TokenizerLoadError,
+    load_encoding,
+)
+from proxy.encodings import EncodingSpec as EncodingSpec
 
 log = logging.getLogger(__name__)
-
-TOKENIZER_DIR = Path(__file__).with_name("data") / "tokenizers"
 
 OPENAI_TOKENIZER = "openai_tokenizer"
 HUGGINGFACE_TOKENIZER = "huggingface_tokenizer"
@@ -74,12 +74,6 @@ MODEL_CACHE_SIZE = 4096
 
 TextCounter = Callable[[str], int]
 
-_ENDOFTEXT = "<|endoftext|>"
-_FIM_PREFIX = "<|fim_prefix|>"
-_FIM_MIDDLE = "<|fim_middle|>"
-_FIM_SUFFIX = "<|fim_suffix|>"
-_ENDOFPROMPT = "<|endofprompt|>"
-
 
 @dataclass(frozen=True, slots=True)
 class TokenCount:
@@ -90,83 +84,11 @@ class TokenCount:
     model_used: str
 
 
-@dataclass(frozen=True, slots=True)
-class EncodingSpec:
-    """A bundled tiktoken encoding; pattern and special tokens as in ``tiktoken_ext.openai_public``."""
-
-    name: str
-    filename: str
-    sha256: str
-    pat_str: str
-    special_tokens: Mapping[str, int]
-    # Cookbook tool-definition overhead per function: 7 for gpt-4o-family models, 10 for gpt-4.
-    tool_func_init: int
-
-
-ENCODINGS: Mapping[str, EncodingSpec] = MappingProxyType(
-    {
-        "cl100k_base": EncodingSpec(
-            name="cl100k_base",
-            filename="cl100k_base.tiktoken.xz",
-            sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-            pat_str=(
-                r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|"""
-                r""" ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-            ),
-            special_tokens=MappingProxyType(
-                {
-                    _ENDOFTEXT: 100257,
-                    _FIM_PREFIX: 100258,
-                    _FIM_MIDDLE: 100259,
-                    _FIM_SUFFIX: 100260,
-                    _ENDOFPROMPT: 100276,
-                }
-            ),
-            tool_func_init=10,
-        ),
-        "o200k_base": EncodingSpec(
-            name="o200k_base",
-            filename="o200k_base.tiktoken.xz",
-            sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-            pat_str=(
-                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"""
-                r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"""
-                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"""
-                r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"""
-                r"""\p{N}{1,3}|"""
-                r""" ?[^\s\p{L}\p{N}]+[\r\n/]*|"""
-                r"""\s*[\r\n]+|"""
-                r"""\s+(?!\S)|"""
-                r"""\s+"""
-            ),
-            special_tokens=MappingProxyType({_ENDOFTEXT: 199999, _ENDOFPROMPT: 200018}),
-            tool_func_init=7,
-        ),
-    }
-)
-
-# o200k_harmony (gpt-oss) has o200k_base's ranks and pattern; only its special tokens differ,
-# and counting treats special-token text as ordinary text.
-_ENCODING_ALIASES: Mapping[str, str] = MappingProxyType({"o200k_harmony": "o200k_base"})
-
 # OpenAI model names tiktoken's table does not cover (yet).
 _EXTRA_MODEL_PREFIXES: tuple[tuple[str, str], ...] = (
     ("codex-", "o200k_base"),  # codex-mini-latest, an o4-mini
     ("gpt-oss", "o200k_base"),  # gpt-oss:20b as Ollama names it
 )
-
-
-class TokenizerLoadError(ProxyError):
-    """A tokenizer could not be loaded: a hub tokenizer unreachable, a bad local file."""
-
-    status = 503
-    type = "api_error"
-    code = "tokenizer_unavailable"
-
-    def __init__(self, message: str, *, identifier: str, revision: str | None = None) -> None:
-        super().__init__(message)
-        self.identifier = identifier
-        self.revision = revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,13 +135,13 @@ class TokenCounter:
         return encoding
 
     def _encoding_or_none(self, name: str) -> tiktoken.Encoding | None:
-        name = _ENCODING_ALIASES.get(name, name)
+        name = ENCODING_ALIASES.get(name, name)
         if name in self._encodings:
             return self._encodings[name]
         with self._encoding_lock:
             if name not in self._encodings:
                 try:
-                    self._encodings[name] = _load_encoding(self._data_dir, name)
+                    self._encodings[name] = load_encoding(self._data_dir, name)
                 except TokenizerLoadError as exc:
                     # Remembered, so a missing file costs one log line, not I/O per request.
                     log.error("%s", exc.message)
@@ -355,41 +277,9 @@ def _openai_encoding(name: str) -> str | None:
         encoding = next(
             (enc for prefix, enc in _EXTRA_MODEL_PREFIXES if name.startswith(prefix)), ""
         )
-    encoding = _ENCODING_ALIASES.get(encoding, encoding)
+    encoding = ENCODING_ALIASES.get(encoding, encoding)
     # p50k/r50k models (text-davinci-003 and older) are retired; they get the approximation.
     return encoding if encoding in ENCODINGS else None
-
-
-def _load_encoding(data_dir: Path, name: str) -> tiktoken.Encoding:
-    spec = ENCODINGS.get(name)
-    if spec is None:
-        raise TokenizerLoadError(f"no bundled tiktoken encoding {name!r}", identifier=name)
-    path = data_dir / spec.filename
-    try:
-        raw = lzma.decompress(path.read_bytes())
-    except (OSError, lzma.LZMAError) as exc:
-        raise TokenizerLoadError(
-            f"tiktoken encoding {name!r} cannot be read from {path}: {exc}", identifier=name
-        ) from exc
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != spec.sha256:
-        raise TokenizerLoadError(
-            f"tiktoken encoding {name!r} at {path} is corrupt: sha256 {digest}, "
-            f"expected {spec.sha256}",
-            identifier=name,
-        )
-    # The .tiktoken format: one "<base64 token> <rank>" per line.
-    ranks = {
-        base64.b64decode(token): int(rank)
-        for token, rank in (line.split() for line in raw.splitlines() if line)
-    }
-    log.info("loaded tiktoken encoding %s (%d ranks) from %s", name, len(ranks), path)
-    return tiktoken.Encoding(
-        name,
-        pat_str=spec.pat_str,
-        mergeable_ranks=ranks,
-        special_tokens=dict(spec.special_tokens),
-    )
 
 
 def _local_tokenizer_path(identifier: str) -> Path | None:

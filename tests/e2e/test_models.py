@@ -204,11 +204,18 @@ def test_token_counter(proxy) -> None:
     assert r.status_code == 400
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """As a careful operator (or a config management tool) replaces a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def test_reload_under_load_drops_nothing(upstream, workdir) -> None:
     path = workdir / "reload.yaml"
     config = base_config(upstream, workdir)
     config["general_settings"]["database_path"] = str(workdir / "reload.db")
-    path.write_text(yaml.safe_dump(config))
+    write_atomically(path, yaml.safe_dump(config))
     server = ProxyProcess(path, workers=2, env=SECRETS).start()
     failures: list[str] = []
     done = threading.Event()
@@ -230,25 +237,27 @@ def test_reload_under_load_drops_nothing(upstream, workdir) -> None:
         for i in range(3):
             config["model_list"].append({"model_name": f"added-{i}", "litellm_params": {
                 "model": "openai/x", "mock_response": f"added {i}"}})
-            path.write_text(yaml.safe_dump(config))
+            write_atomically(path, yaml.safe_dump(config))
             r = requests.post(f"{server.url}/config/reload", headers=AUTH)
             assert r.status_code == 200 and f"added-{i}" in r.json()["models"]
             # every worker swaps the new config in (polled every 0.25 s; allow for a busy machine)
             deadline = time.monotonic() + 5
-            while [chat(server, f"added-{i}").status_code for _ in range(4)] != [200] * 4:
-                assert time.monotonic() < deadline, server.log()[-2000:]
+            while [chat(server, f"added-{i}").status_code for _ in range(12)] != [200] * 12:
+                assert time.monotonic() < deadline, server.log()[-3000:]
                 time.sleep(0.1)
-            assert chat(server, f"added-{i}").json()["choices"][0]["message"]["content"] == f"added {i}"
-        path.write_text("model_list: [ {model_name: broken")  # refused, old config stays
+            answer = chat(server, f"added-{i}").json()
+            assert answer.get("choices", [{}])[0].get("message", {}).get("content") == f"added {i}", (
+                answer, [line for line in server.log().splitlines() if not line.startswith("{")][-30:])
+        write_atomically(path, "model_list: [ {model_name: broken")  # refused, old config stays
         r = requests.post(f"{server.url}/config/reload", headers=AUTH)
         assert r.status_code == 400 and "invalid YAML" in r.json()["error"]["message"]
         config["model_list"].append({"model_name": "by-sighup", "litellm_params": {
             "model": "openai/x", "mock_response": "hup"}})
-        path.write_text(yaml.safe_dump(config))
+        write_atomically(path, yaml.safe_dump(config))
         server.signal(signal.SIGHUP)
         time.sleep(1.5)
         assert [chat(server, "by-sighup").status_code for _ in range(6)] == [200] * 6
-        path.write_text("model_list: [ {model_name: broken")
+        write_atomically(path, "model_list: [ {model_name: broken")
         server.signal(signal.SIGHUP)
         time.sleep(1.0)
         assert chat(server, "by-sighup").status_code == 200
