@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import requests
 import tiktoken
 from tiktoken.model import encoding_name_for_model
 from tokenizers import Tokenizer
@@ -187,7 +189,7 @@ class TokenCounter:
             if path is not None:
                 tokenizer = Tokenizer.from_file(str(path))
             else:
-                tokenizer = Tokenizer.from_pretrained(identifier, revision=revision, token=token)
+                tokenizer = Tokenizer.from_str(download_tokenizer_json(identifier, revision, token))
         except Exception as exc:  # the Rust side and the hub client raise many kinds
             if path is not None:
                 message = f"custom tokenizer {identifier!r} could not be loaded from {path}: {exc}"
@@ -419,3 +421,26 @@ def _count_prompt(prompt: Any, text_len: TextCounter, tokenizer: Tokenizer | Non
         elif isinstance(item, Sequence):
             total += len(item)
     return total
+
+
+HUB_TIMEOUT = (3.05, 15.0)  # connect, read: one attempt, so an unreachable hub fails in seconds
+
+
+def download_tokenizer_json(identifier: str, revision: str, token: str | None) -> str:
+    """``tokenizer.json`` of a Hugging Face Hub repository, in one request.
+
+    The hub client behind ``Tokenizer.from_pretrained`` retries a failed connection five times
+    with backoff (~25 s); one plain GET fails at once and says why. ``HF_ENDPOINT`` points it at
+    a mirror.
+    """
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    url = f"{endpoint}/{identifier}/resolve/{revision}/tokenizer.json"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = requests.get(url, headers=headers, timeout=HUB_TIMEOUT)
+    if response.status_code in (401, 403):
+        raise OSError(f"the hub refused access ({response.status_code}); check auth_token")
+    if response.status_code == 404:
+        raise OSError("no tokenizer.json at that identifier and revision (404)")
+    if response.status_code != 200:
+        raise OSError(f"the hub answered {response.status_code}")
+    return response.text

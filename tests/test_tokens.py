@@ -434,9 +434,6 @@ def test_custom_tokenizer_missing_local_path(counter: TokenCounter, tmp_path: Pa
 def test_hub_tokenizer_unreachable_raises_clear_error(
     no_network: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hub_constants = pytest.importorskip("huggingface_hub.constants")
-    # Offline mode makes the hub client fail at once instead of retrying for ~25 s.
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     counter = TokenCounter()
     spec = {
         "identifier": "llmrelay-tests/no-such-tokenizer",
@@ -456,13 +453,11 @@ def test_hub_tokenizer_unreachable_raises_clear_error(
 def test_hub_failure_is_not_retried_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, str, str | None]] = []
 
-    class UnreachableHub:
-        @staticmethod
-        def from_pretrained(identifier: str, revision: str, token: str | None) -> Tokenizer:
-            calls.append((identifier, revision, token))
-            raise OSError("connection refused")
+    def unreachable(identifier: str, revision: str, token: str | None) -> str:
+        calls.append((identifier, revision, token))
+        raise OSError("connection refused")
 
-    monkeypatch.setattr(tokens_module, "Tokenizer", UnreachableHub)
+    monkeypatch.setattr(tokens_module, "download_tokenizer_json", unreachable)
     counter = TokenCounter(hub_retry_after=60.0)
     spec = {"identifier": "org/model", "revision": "v1", "auth_token": "tok"}
     for _ in range(3):
@@ -480,3 +475,46 @@ def test_hub_failure_is_not_retried_at_once(monkeypatch: pytest.MonkeyPatch) -> 
 def test_custom_tokenizer_needs_an_identifier(counter: TokenCounter) -> None:
     with pytest.raises(TokenizerLoadError, match="identifier"):
         counter.count("m", prompt="x", custom_tokenizer={"revision": "main"})
+
+
+def test_hub_tokenizer_is_fetched_when_reachable(
+    monkeypatch: pytest.MonkeyPatch, tokenizer_dir: Path
+) -> None:
+    """A local server in the hub's URL layout stands in for the Hub (HF_ENDPOINT)."""
+    import http.server
+    import threading
+
+    tokenizer_json = (tokenizer_dir / "tokenizer.json").read_text()
+    seen: list[tuple[str, str | None]] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            if self.path == "/org/tiny/resolve/v2/tokenizer.json":
+                body = tokenizer_json.encode()
+                self.send_response(200)
+            else:
+                body = b"not found"
+                self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        counter = TokenCounter()
+        spec = {"identifier": "org/tiny", "revision": "v2", "auth_token": "hf_tok"}
+        counted = counter.count("m", prompt="hello world", custom_tokenizer=spec)
+        assert counted.tokenizer_type == "huggingface_tokenizer" and counted.total_tokens > 0
+        assert seen == [("/org/tiny/resolve/v2/tokenizer.json", "Bearer hf_tok")]
+        counter.count("m", prompt="again", custom_tokenizer=spec)
+        assert len(seen) == 1  # loaded once, then cached
+        with pytest.raises(TokenizerLoadError, match="404"):
+            counter.load_tokenizer({"identifier": "org/missing", "revision": "main"})
+    finally:
+        server.shutdown()
