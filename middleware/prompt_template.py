@@ -42,4 +42,6 @@ class PromptTemplate(Stage):
         assert dep is not None
         if ctx.kind == "chat" and any(k in dep.params for k in TEMPLATE_KEYS):
             ctx.extra["prompt"] = render(ctx.body.get("messages") or [], dep.params)
+        else:
+            ctx.extra.pop("prompt", None)  # a fallback to an untemplated deployment must not inherit it
         return call_next(ctx)

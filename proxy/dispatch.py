@@ -47,14 +47,19 @@ class Dispatcher:
             raise BadRequest(f"model {ctx.model!r} ({dep.provider}) does not serve {ctx.kind} requests")
         call = adapter.sign(adapter.build_request(ctx, dep), dep)
         timeout = ctx.extra.get("timeout") or dep.timeout or self.timeout
-        if not ctx.stream:
+        if not ctx.stream or not call.stream:  # one plain call; also for providers that cannot stream
             resp = self.transport.send(call, timeout)
             if resp.status >= 400:
                 raise adapter.map_error(resp.status, resp.headers, resp.body)
+            if ctx.stream:  # replay the whole answer as the stream the client asked for
+                chunks = adapter.parse_stream(ctx, dep, iter((resp.body,)))
+                ctx.response = self._relay(ctx, dep, next(chunks, None), chunks)
+                return ctx.response
             data = adapter.parse_response(ctx, dep, resp.status, resp.body)
             usage = data.get("usage")
-            if isinstance(usage, dict):
-                ctx.usage = usage
+            if not isinstance(usage, dict):  # the provider gave none: count it, as clients expect one
+                usage = data["usage"] = self._estimate_usage(ctx, dep, _answer_text(data))
+            ctx.usage = usage
             ctx.response = data
             return data
         read_timeout = dep.stream_timeout or self.stream_timeout or timeout
@@ -135,3 +140,13 @@ class Dispatcher:
         ctx.usage = data.get("usage")
         ctx.response = data
         return data
+
+
+def _answer_text(data: dict[str, Any]) -> str:
+    """The generated text of a non-streamed answer (for estimating usage the upstream omitted)."""
+    parts = []
+    for choice in data.get("choices") or ():
+        message = choice.get("message") or {}
+        content = message.get("content") if isinstance(message, dict) else None
+        parts.append(content if isinstance(content, str) else choice.get("text") or "")
+    return "".join(parts)

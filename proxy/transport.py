@@ -64,6 +64,9 @@ class StreamingResponse:
                 with gevent.Timeout(self._read_timeout, UpstreamTimeout):
                     line = resp.readline(b"\n")
                 if not line:
+                    rest = resp.read()  # a last line without its newline is still a line
+                    if rest:
+                        yield rest
                     return
                 yield line
         except UpstreamTimeout:

@@ -7,7 +7,12 @@ recognised by name as LiteLLM does. This is the only place that maps names to ad
 
 from __future__ import annotations
 
+from proxy.providers.anthropic import AnthropicAdapter
+from proxy.providers.azure import AzureAdapter, AzureAIAdapter
 from proxy.providers.base import Adapter
+from proxy.providers.custom import CustomAdapter
+from proxy.providers.huggingface import HuggingFaceAdapter
+from proxy.providers.ollama import OllamaAdapter, OllamaChatAdapter
 from proxy.providers.openai import OpenAIAdapter, OpenAICompatibleAdapter, TextCompletionOpenAIAdapter
 
 #: Providers whose API is OpenAI's wire format at a known base URL, with their key variable.
@@ -31,8 +36,7 @@ OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
 #: Providers LiteLLM knows that have no adapter here yet: a clear boot error, not a traceback.
 NOT_YET = frozenset(
     {
-        "azure", "azure_ai", "anthropic", "bedrock", "ollama", "ollama_chat", "huggingface",
-        "custom", "vertex_ai", "gemini", "cohere", "sagemaker", "replicate", "watsonx",
+        "bedrock", "vertex_ai", "gemini", "cohere", "sagemaker", "replicate", "watsonx",
         "cloudflare", "databricks", "predibase", "ai21", "nlp_cloud", "aleph_alpha", "petals",
         "palm", "clarifai", "triton", "voyage",
     }
@@ -69,9 +73,14 @@ class ProviderRegistry:
         self.adapters: dict[str, Adapter] = {
             "openai": OpenAIAdapter(),
             "text-completion-openai": TextCompletionOpenAIAdapter(),
+            "azure": AzureAdapter(),
+            "azure_ai": AzureAIAdapter(),
+            "anthropic": AnthropicAdapter(),
         }
         for name, (base, key_env) in OPENAI_COMPATIBLE.items():
             self.adapters[name] = OpenAICompatibleAdapter(name, base, key_env)
+        for adapter in (OllamaAdapter(), OllamaChatAdapter(), HuggingFaceAdapter(), CustomAdapter()):
+            self.adapters[adapter.provider] = adapter
 
     def register(self, adapter: Adapter) -> None:
         self.adapters[adapter.provider] = adapter
