@@ -1,4 +1,4 @@
-"""``callbacks``: one structured access-log line per request, and the configured callbacks.
+"""``callbacks``: one structured access-log line and one spend record per request.
 
 Placed outermost so it sees every outcome, errors from inner stages included. The line is
 recorded when the response has been fully sent, so streams are logged with their real duration
@@ -7,6 +7,7 @@ and token counts; proxy/accesslog.py writes it off the request path.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import Any
@@ -30,6 +31,7 @@ KNOWN_CALLBACKS = frozenset(
 
 class CallbacksOptions(StageOptions):
     access_log = fields.Bool(load_default=True)
+    spend_logs = fields.Bool(load_default=True)
     success_callback = fields.List(fields.Str(), load_default=None, allow_none=True)
     failure_callback = fields.List(fields.Str(), load_default=None, allow_none=True)
 
@@ -71,6 +73,8 @@ class Callbacks(Stage):
         settings = services.config.litellm_settings
         self.access_log = options["access_log"]
         self.sink = AccessLog.from_env() if self.access_log else AccessLog(None)
+        self.spend = services.spend if options["spend_logs"] else None
+        self.costmap = services.costmap
         self.success = options.get("success_callback") or list(settings.get("success_callback") or [])
         self.failure = options.get("failure_callback") or list(settings.get("failure_callback") or [])
         for name in sorted(set(self.success) | set(self.failure)):
@@ -82,7 +86,34 @@ class Callbacks(Stage):
     def __call__(self, ctx: RequestContext, call_next: Handler) -> Any:
         if self.sink.enabled:
             ctx.on_finish(self.write_access_log)
+        if self.spend is not None:
+            ctx.on_finish(self.record_spend)
         return call_next(ctx)
+
+    def record_spend(self, ctx: RequestContext) -> None:
+        """One spend row (cost from the deployment's prices, else the cost map); queued, written in batches."""
+        dep = ctx.deployment
+        usage = ctx.usage or {}
+        prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        cost = 0.0
+        if dep is not None and ctx.status == 200 and self.costmap is not None:
+            cost = self.costmap.cost(dep.params["model"], dep.provider, prompt, completion, dep.model_info)
+        self.spend.record({
+            "request_id": ctx.request_id,
+            "created_at": ctx.wall_started,
+            "model": ctx.model,
+            "deployment_id": dep.id if dep else None,
+            "provider": dep.provider if dep else None,
+            "api_key_hash": hashlib.sha256(ctx.api_key.encode()).hexdigest() if ctx.api_key else None,
+            "user": ctx.body.get("user") if isinstance(ctx.body.get("user"), str) else None,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": int(usage.get("total_tokens") or prompt + completion),
+            "spend": cost,
+            "status": ctx.status,
+            "latency_ms": round(ctx.elapsed * 1000, 3),
+            "metadata": ctx.metadata,
+        })
 
     def write_access_log(self, ctx: RequestContext) -> None:
         self.sink.write(access_record(ctx))
@@ -91,5 +122,6 @@ class Callbacks(Stage):
         self.sink.close()
 
     def describe(self) -> dict[str, Any]:
-        return {"access_log": self.access_log, "success_callback": self.success,
+        return {"access_log": self.access_log, "spend_logs": self.spend is not None,
+                "success_callback": self.success,
                 "failure_callback": self.failure}

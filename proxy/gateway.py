@@ -25,7 +25,7 @@ from proxy.router.router import Router
 from proxy.router.strategies import make_strategy
 from proxy.services import Services
 from proxy.state import make_state
-from proxy.store import ModelStore, Store
+from proxy.store import ModelStore, SpendWriter, Store
 from proxy.tokens import TokenCounter
 from proxy.transport import DEFAULT_TIMEOUT, Transport
 
@@ -78,6 +78,7 @@ class Gateway:
         self.state = make_state(redis_settings(config)) if shared_state else make_state({}, environ={})
         self.store: Store | None = open_store(config) if store is True else (store or None)
         self.model_store = ModelStore(self.store) if self.store is not None else None
+        self.spend = SpendWriter(self.store) if self.store is not None else None
         self.models_version = -1
         self.apply(config)
 
@@ -97,6 +98,7 @@ class Gateway:
             tokens=self.tokens,
             costmap=costmap,
             state=self.state,
+            spend=self.spend,
         )
         services.router = Router(services, self.state, strategy)
         timeout = config.setting("timeout") or config.litellm_settings.get("request_timeout") or DEFAULT_TIMEOUT
@@ -173,6 +175,8 @@ class Gateway:
     def close(self) -> None:
         """Flush what is buffered (access log, usage counters) and release connections and files."""
         self.pipeline.close()
+        if self.spend is not None:
+            self.spend.close()  # every spend record reaches the file before the worker exits
         self.state.close()
         self.transport.close()
         if self.store is not None:

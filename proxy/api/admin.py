@@ -29,6 +29,26 @@ def make_blueprint(gateway: Gateway, live: LiveUpdates) -> Blueprint:
         ctx = build_context("chat", body, request.headers)
         return json_response(gateway.services.router.explain(ctx))
 
+    @bp.get("/spend/logs")
+    def spend_logs() -> Response:
+        """Recent spend records, newest first (``?request_id=``, ``?limit=``); master key."""
+        gateway.keys.require_admin(request.headers)
+        if gateway.spend is None:
+            raise BadRequest("no database: set general_settings.database_path to keep spend logs")
+        gateway.spend.flush()
+        limit = min(max(request.args.get("limit", 100, type=int) or 100, 1), 10_000)
+        return json_response(gateway.spend.spend_logs(limit=limit, request_id=request.args.get("request_id")))
+
+    @bp.get("/global/spend")
+    def global_spend() -> Response:
+        """Total spend in USD, for every model or one (``?model=``); master key."""
+        gateway.keys.require_admin(request.headers)
+        if gateway.spend is None:
+            raise BadRequest("no database: set general_settings.database_path to keep spend logs")
+        gateway.spend.flush()
+        model = request.args.get("model")
+        return json_response({"spend": gateway.spend.total_spend(model=model), "model": model})
+
     @bp.post("/config/reload")
     def config_reload() -> Response:
         """Re-read the config file here and in every worker; a bad file is refused, the old one stays."""
