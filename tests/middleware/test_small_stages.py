@@ -115,7 +115,7 @@ def test_callbacks_write_one_access_line_per_request() -> None:
     gw = gateway({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m",
                                                                        "mock_response": "a b"}}],
                   "pipeline": ["route"]})
-    stage = Callbacks({"access_log": True}, gw.services)
+    stage = Callbacks({"access_log": True, "spend_logs": True}, gw.services)
     stage.sink = ListSink()
     ctx = chat_ctx("m")
     stage(ctx, lambda c: gw.pipeline(c))
