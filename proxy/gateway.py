@@ -93,7 +93,6 @@ class Gateway:
             config=config,
             providers=self.providers,
             models=self.build_models(config),
-            strategy=strategy,
             transport=self.transport,
             tokens=self.tokens,
             costmap=costmap,

@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from proxy.router.deployment import Deployment
     from proxy.router.models import ModelRegistry
     from proxy.router.router import Router
-    from proxy.router.strategies import Strategy
     from proxy.tokens import TokenCounter
     from proxy.transport import Transport
 
@@ -25,7 +24,6 @@ class Services:
     config: Config
     providers: ProviderRegistry
     models: ModelRegistry
-    strategy: Strategy
     transport: Transport
     tokens: TokenCounter
     costmap: CostMap | None = None
