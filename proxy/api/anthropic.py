@@ -41,7 +41,7 @@ from proxy.api.anthropic_stream import (
     message_id,
     stop_reason,
 )
-from proxy.api.openai import build_context, read_body
+from proxy.api.openai import build_context, read_body, run_pipeline
 from proxy.api.render import SSE_HEADERS, Reply, context_headers, json_reply
 from proxy.api.schemas import SCHEMAS
 from proxy.config import flatten_errors
@@ -336,29 +336,15 @@ def serve_messages(gateway: Gateway, raw: bytes, headers: Any) -> Reply:
 
 def run_messages(gateway: Gateway, ctx: RequestContext, model: str, stop: list[str] | None = None) -> Reply:
     """Run the pipeline and render in Anthropic's shapes; ``ctx.finish`` runs exactly once."""
-    try:
-        result = gateway.pipeline(ctx)
-    except ProxyError as err:
-        ctx.status, ctx.error = err.status, err
-        headers = context_headers(ctx)
-        ctx.finish()
-        return anthropic_error_reply(err, headers)
-    except BaseException:
-        ctx.status = 500
-        ctx.finish()
-        raise
-    try:
+
+    def render(result: Any) -> Reply:
         if ctx.stream:
             chunks = as_chunks(result) if isinstance(result, dict) else result
             body = EventStream(ctx, chunks, StreamTranslator(model, stop))
             return Reply(200, [*SSE_HEADERS, *context_headers(ctx)], body)
-        reply = json_reply(openai_to_anthropic(result, model, stop), 200, context_headers(ctx))
-    except BaseException:
-        ctx.status = 500
-        ctx.finish()
-        raise
-    reply.on_close = ctx.finish
-    return reply
+        return json_reply(openai_to_anthropic(result, model, stop), 200, context_headers(ctx))
+
+    return run_pipeline(gateway, ctx, render, anthropic_error_reply)
 
 
 def count_tokens(gateway: Gateway, raw: bytes, headers: Any) -> Reply:

@@ -90,24 +90,48 @@ def build_context(kind: str, body: dict[str, Any], headers: Any) -> RequestConte
     return ctx
 
 
-def run(gateway: Gateway, ctx: RequestContext) -> Reply:
-    """Run the pipeline and render; the context is finished exactly once on every path."""
+def run_pipeline(
+    gateway: Gateway,
+    ctx: RequestContext,
+    render: Callable[[Any], Reply],
+    render_error: Callable[[ProxyError, list[tuple[str, str]]], Reply] = error_reply,
+) -> Reply:
+    """Run the pipeline and render the result; ``ctx.finish`` runs exactly once on every path.
+
+    A rendered body of bytes finishes the context when the server closes it; a streamed body
+    (a generator) does so itself when it ends or the client leaves.
+    """
     try:
         result = gateway.pipeline(ctx)
     except ProxyError as err:
         ctx.status, ctx.error = err.status, err
         headers = context_headers(ctx)
         ctx.finish()
-        return error_reply(err, headers)
+        return render_error(err, headers)
     except BaseException:
         ctx.status = 500
         ctx.finish()
         raise
-    if ctx.stream and not isinstance(result, dict):
-        return stream_reply(ctx, result)
-    reply = json_reply(result, 200, context_headers(ctx))
-    reply.on_close = ctx.finish
+    try:
+        reply = render(result)
+    except BaseException:
+        ctx.status = 500
+        ctx.finish()
+        raise
+    if isinstance(reply.body, bytes):
+        reply.on_close = ctx.finish
     return reply
+
+
+def run(gateway: Gateway, ctx: RequestContext) -> Reply:
+    """One OpenAI-format call: JSON, or SSE when the client asked for a stream."""
+
+    def render(result: Any) -> Reply:
+        if ctx.stream and not isinstance(result, dict):
+            return stream_reply(ctx, result)
+        return json_reply(result, 200, context_headers(ctx))
+
+    return run_pipeline(gateway, ctx, render)
 
 
 def run_batch(gateway: Gateway, body: dict[str, Any], headers: Any) -> Reply:

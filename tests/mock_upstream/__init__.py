@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import orjson
 
@@ -24,15 +24,22 @@ SERVER = Path(__file__).resolve().with_name("openai_server.py")
 
 
 class MockOpenAI:
-    """Start, stop and inspect one mock upstream server process."""
+    """Start, stop and inspect one mock upstream server process.
+
+    Subclasses for other wire formats set ``server`` (their script, which takes the same
+    command-line options) and pass ``models=None`` when it has no model list.
+    """
+
+    server: ClassVar[Path] = SERVER
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None,
                  fail_status: int | None = None, delay: float = 0.0, chunk_delay: float = 0.0,
-                 record: bool = True, models: Iterable[str] = DEFAULT_MODELS,
+                 record: bool = True, models: Iterable[str] | None = DEFAULT_MODELS,
                  startup_timeout: float = 10.0) -> None:
         self.host, self.port, self.startup_timeout = host, port, startup_timeout
         self._args = ["--host", host, "--delay", str(delay), "--chunk-delay", str(chunk_delay),
-                      "--models", ",".join(models), "--exit-with-parent"]
+                      "--exit-with-parent"]
+        self._args += ["--models", ",".join(models)] if models is not None else []
         self._args += ["--api-key", api_key] if api_key is not None else []
         self._args += ["--fail-status", str(fail_status)] if fail_status else []
         self._args += [] if record else ["--no-record"]
@@ -50,7 +57,7 @@ class MockOpenAI:
 
     def start(self) -> Self:
         """Start the server process; return once it listens (port 0 picks a free port)."""
-        cmd = [sys.executable, str(SERVER), *self._args, "--port", str(self.port)]
+        cmd = [sys.executable, str(self.server), *self._args, "--port", str(self.port)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         assert self._proc.stdout is not None
         # The child prints its bound address only after listen(), so no connect-polling is needed.
@@ -59,7 +66,7 @@ class MockOpenAI:
         self._proc.stdout.close()
         if not line.startswith(b"listening"):
             self.stop()
-            raise RuntimeError(f"mock upstream did not start: {line!r}")
+            raise RuntimeError(f"mock upstream {self.server.name} did not start: {line!r}")
         self.port = int(line.rsplit(b":", 1)[1])
         return self
 
