@@ -40,7 +40,7 @@ from proxy.providers.anthropic_stream import (
     include_usage,
     openai_usage,
 )
-from proxy.providers.base import Adapter, UpstreamCall, error_message, parse_retry_after
+from proxy.providers.base import Adapter, UpstreamCall, error_message, load_json, merged_body, parse_retry_after
 from proxy.providers.openai import CHAT_PARAMS, iter_sse_data
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class AnthropicAdapter(Adapter):
         return headers
 
     def build_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
-        request = {**deployment.defaults, **ctx.body} if deployment.defaults else ctx.body
+        request = merged_body(ctx, deployment)
         body = translate_request(request, deployment.upstream_model)
         headers = self.headers(deployment)
         extra = request.get("extra_headers")
@@ -105,10 +105,7 @@ class AnthropicAdapter(Adapter):
     def parse_response(
         self, ctx: RequestContext, deployment: Deployment, status: int, body: bytes
     ) -> dict[str, Any]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError("upstream anthropic returned invalid JSON") from exc
+        data = load_json(body, self.provider)
         if not isinstance(data, dict):
             raise UpstreamError("upstream anthropic returned an unexpected body")
         if data.get("type") == "error":

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from proxy.errors import ContextWindowExceeded, ProxyError, error_for_status
+from proxy.errors import ContextWindowExceeded, ProxyError, UpstreamError, error_for_status
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
@@ -61,6 +61,19 @@ def error_message(body: bytes) -> tuple[str, str | None, str | None]:
             return err, None, None
     text = body.decode("utf-8", "replace").strip() if body else ""
     return text or "upstream returned no error details", None, None
+
+
+def load_json(body: bytes, provider: str) -> Any:
+    """An upstream body parsed; bytes that are not JSON are the upstream's fault (502)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"upstream {provider} returned invalid JSON") from exc
+
+
+def merged_body(ctx: RequestContext, deployment: Deployment) -> dict[str, Any]:
+    """The request with the deployment's provider params as defaults (the client's values win)."""
+    return {**deployment.defaults, **ctx.body} if deployment.defaults else dict(ctx.body)
 
 
 class Adapter:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from proxy.errors import UpstreamError
-from proxy.providers.base import Adapter, UpstreamCall
+from proxy.providers.base import Adapter, UpstreamCall, load_json, merged_body
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
@@ -102,13 +102,6 @@ class ChatChunks:
             self.ctx.usage = usage
 
 
-def load_json(body: bytes, provider: str) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError(f"upstream {provider} returned invalid JSON") from exc
-
-
 # -- the custom adapter ---------------------------------------------------------------------------
 
 def joined_prompt(messages: list[dict[str, Any]]) -> str:
@@ -127,7 +120,7 @@ class CustomAdapter(Adapter):
     def build_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
         if not deployment.api_base:
             raise UpstreamError(f"deployment {deployment.label} has no api_base", status=500)
-        body = {**deployment.defaults, **ctx.body} if deployment.defaults else ctx.body
+        body = merged_body(ctx, deployment)
         prompt = ctx.extra.get("prompt")
         if not isinstance(prompt, str):
             prompt = joined_prompt(body.get("messages") or [])

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from proxy.errors import ContextWindowExceeded, ProxyError, UpstreamError, error_for_status
-from proxy.providers.base import CONTEXT_WINDOW_MARKERS, UpstreamCall, parse_retry_after
-from proxy.providers.custom import ChatChunks, chat_response, load_json, token_usage
+from proxy.providers.base import CONTEXT_WINDOW_MARKERS, UpstreamCall, load_json, merged_body, parse_retry_after
+from proxy.providers.custom import ChatChunks, chat_response, token_usage
 from proxy.providers.openai import OpenAIAdapter, iter_sse_data
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ class HuggingFaceAdapter(OpenAIAdapter):
         return headers
 
     def build_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
-        body = {**deployment.defaults, **ctx.body} if deployment.defaults else dict(ctx.body)
+        body = merged_body(ctx, deployment)
         headers = self.headers(deployment)
         extra = body.pop("extra_headers", None)
         if isinstance(extra, dict):

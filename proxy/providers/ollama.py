@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from proxy.errors import BadRequest, UpstreamError
-from proxy.providers.base import Adapter, UpstreamCall
-from proxy.providers.custom import ChatChunks, chat_response, load_json, text_of, token_usage
+from proxy.providers.base import Adapter, UpstreamCall, load_json, merged_body
+from proxy.providers.custom import ChatChunks, chat_response, text_of, token_usage
 from proxy.providers.openai import CHAT_PARAMS
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class OllamaBase(Adapter):
         return headers
 
     def build_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
-        body = {**deployment.defaults, **ctx.body} if deployment.defaults else ctx.body
+        body = merged_body(ctx, deployment)
         top, options = split_params(body, deployment.upstream_model)
         payload: dict[str, Any] = {"model": deployment.upstream_model}
         if ctx.kind == "embedding":

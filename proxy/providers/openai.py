@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from proxy.errors import UpstreamError
-from proxy.providers.base import Adapter, UpstreamCall, error_message
+from proxy.providers.base import Adapter, UpstreamCall, error_message, load_json, merged_body
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
@@ -78,7 +78,7 @@ class OpenAIAdapter(Adapter):
         return headers
 
     def build_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
-        body = {**deployment.defaults, **ctx.body} if deployment.defaults else dict(ctx.body)
+        body = merged_body(ctx, deployment)
         body["model"] = deployment.upstream_model
         headers = self.headers(deployment)
         extra = body.pop("extra_headers", None)
@@ -97,10 +97,7 @@ class OpenAIAdapter(Adapter):
     def parse_response(
         self, ctx: RequestContext, deployment: Deployment, status: int, body: bytes
     ) -> dict[str, Any]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"upstream {self.provider} returned invalid JSON") from exc
+        data = load_json(body, self.provider)
         if not isinstance(data, dict):
             raise UpstreamError(f"upstream {self.provider} returned an unexpected body")
         return data
