@@ -12,6 +12,7 @@ from typing import Any
 
 from proxy.context import RequestContext
 from proxy.pipeline import Handler, Stage
+from proxy.providers.shapes import text_of
 
 TEMPLATE_KEYS = ("roles", "initial_prompt_value", "final_prompt_value", "bos_token", "eos_token")
 
@@ -22,11 +23,8 @@ def render(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
     out = [params.get("bos_token") or "", params.get("initial_prompt_value") or ""]
     for message in messages:
         role = message.get("role", "user")
-        content = message.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         style = roles.get(role, {})
-        out.append(f"{style.get('pre_message', '')}{content or ''}{style.get('post_message', '')}")
+        out.append(f"{style.get('pre_message', '')}{text_of(message.get('content'))}{style.get('post_message', '')}")
     out.append(params.get("final_prompt_value") or "")
     out.append(params.get("eos_token") or "")
     return "".join(out)

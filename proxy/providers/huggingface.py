@@ -30,8 +30,8 @@ import orjson
 
 from proxy.errors import ContextWindowExceeded, ProxyError, UpstreamError, error_for_status
 from proxy.providers.base import CONTEXT_WINDOW_MARKERS, UpstreamCall, load_json, merged_body, parse_retry_after
-from proxy.providers.custom import ChatChunks, chat_response, token_usage
 from proxy.providers.openai import OpenAIAdapter, iter_sse_data
+from proxy.providers.shapes import ChatChunks, chat_response, token_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext

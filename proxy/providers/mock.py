@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from proxy.errors import BadRequest
+from proxy.providers.shapes import token_usage
 
 
 def _ids(kind: str) -> tuple[str, int]:
@@ -21,12 +22,7 @@ def _ids(kind: str) -> tuple[str, int]:
     return f"{prefix}-mock-{uuid.uuid4().hex[:24]}", int(time.time())
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+usage = token_usage
 
 
 def mock_response(

@@ -28,8 +28,8 @@ import orjson
 
 from proxy.errors import BadRequest, UpstreamError
 from proxy.providers.base import Adapter, UpstreamCall, load_json, merged_body
-from proxy.providers.custom import ChatChunks, chat_response, text_of, token_usage
 from proxy.providers.openai import CHAT_PARAMS
+from proxy.providers.shapes import ChatChunks, chat_response, text_of, token_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext

@@ -14,6 +14,7 @@ import orjson
 
 from proxy.errors import UpstreamError
 from proxy.providers.base import Adapter, UpstreamCall, error_message, load_json, merged_body
+from proxy.providers.shapes import text_of
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
@@ -118,13 +119,7 @@ class OpenAIAdapter(Adapter):
 
 def messages_to_prompt(messages: list[dict[str, Any]]) -> str:
     """Flatten chat messages into one prompt for completion-only models."""
-    parts = []
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        parts.append(str(content or ""))
-    return "\n".join(parts)
+    return "\n".join(text_of(m.get("content")) for m in messages)
 
 
 def text_choice_to_chat(choice: dict[str, Any], delta: bool) -> dict[str, Any]:

@@ -1,0 +1,79 @@
+"""Builders of OpenAI chat shapes (answers, stream chunks, usage) for translating adapters.
+
+Adapters of APIs that are not OpenAI's (Ollama, Hugging Face TGI, custom endpoints) build their
+answers with these, so every one of them hands the proxy the same shapes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy.context import RequestContext
+
+
+def chat_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def text_of(content: Any) -> str:
+    """The text of a message content: a string, or the text parts of a content-part list."""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def token_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def chat_response(
+    model: str, message: dict[str, Any], finish_reason: str, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """A complete ``chat.completion`` with one choice; ``usage`` is left out when unknown."""
+    out: dict[str, Any] = {
+        "id": chat_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "logprobs": None,
+                     "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+class ChatChunks:
+    """Builds the chunks of one streamed chat answer: one id, time and model throughout."""
+
+    def __init__(self, ctx: RequestContext, model: str) -> None:
+        self.ctx = ctx
+        self.base = {"id": chat_id(), "object": "chat.completion.chunk", "created": int(time.time()),
+                     "model": model, "system_fingerprint": None}
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {**self.base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                          "finish_reason": finish_reason}]}
+
+    def role(self) -> dict[str, Any]:
+        """The opening chunk, as OpenAI sends it: the role and empty content."""
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def finish(self, finish_reason: str, usage: dict[str, int] | None) -> Iterator[dict[str, Any]]:
+        """The closing chunk, then the usage chunk if the client asked for one.
+
+        Usage the client did not ask for still reaches accounting, through ``ctx.usage``.
+        """
+        yield self.chunk({}, finish_reason)
+        if usage is None:
+            return
+        if (self.ctx.body.get("stream_options") or {}).get("include_usage"):
+            yield {**self.base, "choices": [], "usage": usage}
+        else:
+            self.ctx.usage = usage
