@@ -27,6 +27,7 @@ setup(
         "redis>=5.0",
         "sqlite-utils>=3.36",
         "orjson>=3.9",
+        "botocore>=1.34",  # SigV4 signing for bedrock/
         "tiktoken>=0.9",
         "tokenizers>=0.19",  # model_info.custom_tokenizer (Hugging Face tokenizers)
     ],

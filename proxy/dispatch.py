@@ -66,7 +66,8 @@ class Dispatcher:
         stream = self.transport.open_stream(call, timeout, read_timeout)
         if stream.status >= 400:
             raise adapter.map_error(stream.status, stream.headers, stream.read_all(timeout))
-        chunks = adapter.parse_stream(ctx, dep, stream.lines())
+        body = stream.chunks() if call.extra.get("binary") else stream.lines()
+        chunks = adapter.parse_stream(ctx, dep, body)
         first = next(chunks, None)  # errors before the first byte surface here, retryable
         ctx.response = self._relay(ctx, dep, first, chunks)
         return ctx.response

@@ -78,6 +78,34 @@ class StreamingResponse:
         finally:
             self.close()
 
+    def chunks(self) -> Iterator[bytes]:
+        """Yield the body's bytes as they arrive, for binary streams (AWS event streams) where
+        waiting for a newline would hold frames back."""
+        resp = self._resp
+        buffer = resp._body_buffer  # the parser's buffer: what has arrived and is not read yet
+        try:
+            while True:
+                if buffer:
+                    data = bytes(buffer)
+                    del buffer[:]
+                    yield data
+                    continue
+                if resp.message_complete or resp._sock is None:
+                    return
+                with gevent.Timeout(self._read_timeout, UpstreamTimeout):
+                    received = resp._sock.recv(resp.block_size)
+                if not received:
+                    return
+                resp.feed(received)
+        except UpstreamTimeout:
+            raise RequestTimeout(
+                f"upstream {self._host} sent nothing for {self._read_timeout:g}s mid-stream"
+            ) from None
+        except (OSError, HTTPParseError) as exc:
+            raise UpstreamError(f"upstream {self._host} broke the stream: {exc}") from None
+        finally:
+            self.close()
+
     def read_all(self, timeout: float) -> bytes:
         try:
             with gevent.Timeout(timeout, UpstreamTimeout):

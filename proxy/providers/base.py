@@ -31,7 +31,7 @@ class UpstreamCall:
     body: bytes | None
     stream: bool = False
     timeout: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"binary": True}: stream bytes, not lines
 
 
 CONTEXT_WINDOW_MARKERS = (

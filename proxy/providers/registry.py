@@ -10,6 +10,7 @@ from __future__ import annotations
 from proxy.providers.anthropic import AnthropicAdapter
 from proxy.providers.azure import AzureAdapter, AzureAIAdapter
 from proxy.providers.base import Adapter
+from proxy.providers.bedrock import BedrockAdapter
 from proxy.providers.custom import CustomAdapter
 from proxy.providers.huggingface import HuggingFaceAdapter
 from proxy.providers.ollama import OllamaAdapter, OllamaChatAdapter
@@ -36,7 +37,7 @@ OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
 #: Providers LiteLLM knows that have no adapter here yet: a clear boot error, not a traceback.
 NOT_YET = frozenset(
     {
-        "bedrock", "vertex_ai", "gemini", "cohere", "sagemaker", "replicate", "watsonx",
+        "vertex_ai", "gemini", "cohere", "sagemaker", "replicate", "watsonx",
         "cloudflare", "databricks", "predibase", "ai21", "nlp_cloud", "aleph_alpha", "petals",
         "palm", "clarifai", "triton", "voyage",
     }
@@ -76,6 +77,7 @@ class ProviderRegistry:
             "azure": AzureAdapter(),
             "azure_ai": AzureAIAdapter(),
             "anthropic": AnthropicAdapter(),
+            "bedrock": BedrockAdapter(),
         }
         for name, (base, key_env) in OPENAI_COMPATIBLE.items():
             self.adapters[name] = OpenAICompatibleAdapter(name, base, key_env)
