@@ -9,7 +9,7 @@ from pathlib import Path
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from proxy.api import admin, anthropic, health, models, openai
+from proxy.api import admin, anthropic, docs, health, models, openai
 from proxy.api.render import error_response
 from proxy.config import Config, load_config
 from proxy.errors import ProxyError, error_for_status
@@ -46,6 +46,9 @@ def create_app(
     app.register_blueprint(health.make_blueprint(gateway))
     app.register_blueprint(admin.make_blueprint(gateway, updates))
     app.register_blueprint(models.make_blueprint(gateway, updates))
+    docs_blueprint = docs.make_blueprint(gateway, app)
+    if docs_blueprint is not None:
+        app.register_blueprint(docs_blueprint)
 
     @app.errorhandler(ProxyError)
     def proxy_error(err: ProxyError) -> Response:
