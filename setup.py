@@ -40,5 +40,5 @@ setup(
             "ruff>=0.5",
         ],
     },
-    entry_points={"console_scripts": ["llmrelay=proxy.cli:patched_main"]},
+    entry_points={"console_scripts": ["llmrelay=proxy.__main__:main"]},
 )

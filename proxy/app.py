@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from proxy.api import admin, anthropic, docs, health, models, openai
 from proxy.api.render import error_response
+from proxy.bucket import config_path_from_env
 from proxy.config import Config, load_config
 from proxy.errors import ProxyError, error_for_status
 from proxy.gateway import Gateway
@@ -27,8 +28,8 @@ def create_app(
     """Build the app. ``config`` is a loaded Config, a path, a mapping, or None (CONFIG_FILE_PATH,
     then conf/config.yaml). ``live`` starts the background watch for model changes and reloads."""
     if not isinstance(config, Config):
-        if config is None and not os.environ.get("CONFIG_FILE_PATH"):
-            config = DEFAULT_CONFIG
+        if config is None:
+            config = config_path_from_env() or DEFAULT_CONFIG
         config = load_config(config)
     for warning in config.warnings:
         log.warning("config: %s", warning)

@@ -3,6 +3,8 @@
     llmrelay --config FILE [--host H] [--port 4000] [--num_workers N] [--detailed_debug]
     llmrelay pipeline --config FILE [--json]
 
+(also ``python -m proxy ...``; the entry point is proxy/__main__.py, which patches with gevent first)
+
 The config is validated in the master before any worker starts, so a bad file exits non-zero
 with every problem listed; each worker then builds its own app (and its own connections).
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from proxy.bucket import config_path_from_env
 from proxy.config import Config, load_config
 from proxy.errors import ConfigError
 from proxy.logs import setup_logging
@@ -70,8 +73,9 @@ def check(config_path: str) -> Config:
 
 def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmrelay", description="OpenAI-compatible LLM gateway")
-    p.add_argument("--config", "-c", default=os.environ.get("CONFIG_FILE_PATH"),
-                   help="LiteLLM-format config.yaml (default: $CONFIG_FILE_PATH)")
+    p.add_argument("--config", "-c", default=None,
+                   help="LiteLLM-format config.yaml (default: $CONFIG_FILE_PATH, "
+                        "else the LITELLM_CONFIG_BUCKET_* object)")
     p.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "4000")))
     p.add_argument("--num_workers", type=int, default=int(os.environ.get("NUM_WORKERS", "1")))
@@ -82,8 +86,14 @@ def serve_parser() -> argparse.ArgumentParser:
 def serve(argv: list[str]) -> None:
     args = serve_parser().parse_args(argv)
     setup_logging(args.detailed_debug)
+    try:
+        args.config = args.config or config_path_from_env()
+    except ConfigError as exc:
+        print(f"llmrelay: {'; '.join(exc.errors)}", file=sys.stderr)
+        raise SystemExit(2) from None
     if not args.config:
-        print("llmrelay: no config: pass --config FILE or set CONFIG_FILE_PATH", file=sys.stderr)
+        print("llmrelay: no config: pass --config FILE, set CONFIG_FILE_PATH or LITELLM_CONFIG_BUCKET_NAME",
+              file=sys.stderr)
         raise SystemExit(2)
     config_path = os.path.abspath(args.config)
     config = check(config_path)
@@ -144,17 +154,3 @@ def main(argv: list[str] | None = None) -> None:
         pipeline(argv[1:])
     else:
         serve(argv)
-
-
-def patched_main() -> None:
-    """Console-script entry: patch with gevent before anything imports ssl or sockets, so the
-    workers forked from this master inherit cooperative modules (gunicorn's gevent worker patches
-    again, harmlessly)."""
-    from gevent import monkey
-
-    monkey.patch_all()
-    main()
-
-
-if __name__ == "__main__":
-    patched_main()

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from proxy import bucket
 from proxy.config import Config, load_config, resolve_model_entry
 from proxy.costmap import CostMap
 from proxy.dispatch import Dispatcher
@@ -165,6 +166,7 @@ class Gateway:
         """Re-read the config file; on ConfigError the running config stays as it is."""
         if self.config.path is None:
             raise ConfigError(["this proxy was started from an in-memory config; there is no file to re-read"])
+        bucket.refresh(self.config.path)  # a config kept in a bucket is fetched anew
         self.apply(load_config(self.config.path))
         log.info("config %s reloaded", self.config.path)
 

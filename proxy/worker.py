@@ -84,6 +84,9 @@ def install_config_reload(arbiter: Any) -> None:
     log = logging.getLogger("llmrelay")
 
     def handle_hup() -> None:
+        from pathlib import Path
+
+        from proxy.bucket import refresh
         from proxy.config import load_config
         from proxy.errors import ConfigError
         from proxy.gateway import Gateway, open_store
@@ -94,6 +97,7 @@ def install_config_reload(arbiter: Any) -> None:
             log.error("SIGHUP: no CONFIG_FILE_PATH to re-read")
             return
         try:
+            refresh(Path(path))  # a config kept in a bucket is fetched anew
             config = load_config(path)
             Gateway(config, preload=False, store=False, shared_state=False).close()
         except ConfigError as exc:

@@ -56,7 +56,7 @@ class ProxyProcess:
     def start(self, timeout: float = 30.0) -> ProxyProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("CONFIG_FILE_PATH", None)
-        cmd = [sys.executable, "-m", "proxy.cli", "--config", str(self.config_path), "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "proxy", "--config", str(self.config_path), "--host", "127.0.0.1",
                "--port", str(self.port), "--num_workers", str(self.workers), *self.extra_args]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)

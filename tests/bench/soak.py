@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                BENCH_DATABASE_PATH=str(tmp / "soak.db"), LLMRELAY_ACCESS_LOG="off")
     upstream = subprocess.Popen([sys.executable, "-m", "tests.bench.upstream", "--port", str(upstream_port)],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    proxy = subprocess.Popen([sys.executable, "-m", "proxy.cli", "--config", "tests/bench/bench_config.yaml",
+    proxy = subprocess.Popen([sys.executable, "-m", "proxy", "--config", "tests/bench/bench_config.yaml",
                               "--host", "127.0.0.1", "--port", str(proxy_port), "--num_workers", "1"],
                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -18,7 +18,7 @@ from tests.servers import ROOT, ProxyProcess, free_port
 
 
 def llmrelay(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "proxy", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
@@ -56,7 +56,7 @@ def test_start_log_and_config_file_path(upstream: MockOpenAI, tmp_path: Path) ->
         {"model_name": "beta", "litellm_params": {"model": "openai/b", "mock_response": "B"}}]}))
     port = free_port()
     env = {**os.environ, "CONFIG_FILE_PATH": str(path), "PORT": str(port), "HOST": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "proxy"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30

@@ -36,6 +36,8 @@ def proxy(upstream: MockOpenAI) -> Iterator[ProxyProcess]:
             {"model_name": "refused", "litellm_params": {
                 "model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{free_port()}/v1",
                 "api_key": "x"}},
+            {"model_name": "tls-refused", "litellm_params": {
+                "model": "openai/gpt-4o-mini", "api_base": f"https://127.0.0.1:{free_port()}/v1", "api_key": "x"}},
             {"model_name": "slow", "litellm_params": {
                 "model": "openai/gpt-4o-mini", "api_base": upstream.url, "api_key": "sk-upstream",
                 "timeout": 0.5}},
@@ -144,7 +146,7 @@ def test_mock_response_deployment(client) -> None:
 
 def test_models_list_and_health(client, proxy) -> None:
     ids = [m.id for m in client.models.list()]
-    assert ids == ["gpt-4o-mini", "wrong-key", "refused", "slow", "demo"]
+    assert ids == ["gpt-4o-mini", "wrong-key", "refused", "tls-refused", "slow", "demo"]
     assert requests.get(f"{proxy.url}/health/liveliness").status_code == 200
     assert requests.get(f"{proxy.url}/health/readiness").json()["status"] == "healthy"
     assert requests.get(f"{proxy.url}/v1/models").status_code == 401
@@ -210,6 +212,9 @@ def test_timeouts_and_refused_connections(proxy) -> None:
     r = with_controls(proxy, model="slow", delay=2)
     assert r.status_code == 408 and "0.5s" in err(r)["message"]
     r = post(proxy, {"model": "refused", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 503 and "refused the connection" in err(r)["message"]
+    # an HTTPS upstream: the worker builds a TLS context (which breaks if gevent patched ssl late)
+    r = post(proxy, {"model": "tls-refused", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 503 and "refused the connection" in err(r)["message"]
 
 
