@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.errors import BadRequest, ProxyError
 from proxy.providers import mock
+from proxy.providers.shapes import include_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
@@ -131,7 +132,7 @@ class Dispatcher:
         completion_tokens = self.tokens.count(dep.upstream_model, prompt=text).total_tokens if text else 0
         model = dep.upstream_model
         if ctx.stream:
-            include = bool((ctx.body.get("stream_options") or {}).get("include_usage"))
+            include = include_usage(ctx.body)
             ctx.usage = mock.usage(prompt_tokens, completion_tokens)
             ctx.response = mock.mock_stream(ctx.kind, model, text, prompt_tokens, completion_tokens, include)
             return ctx.response

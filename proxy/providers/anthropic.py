@@ -37,11 +37,11 @@ from proxy.providers.anthropic_stream import (
     StreamTranslator,
     error_status,
     finish_reason,
-    include_usage,
     openai_usage,
 )
 from proxy.providers.base import Adapter, UpstreamCall, error_message, load_json, merged_body, parse_retry_after
 from proxy.providers.openai import CHAT_PARAMS, iter_sse_data
+from proxy.providers.shapes import include_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from proxy.errors import UpstreamError
+from proxy.providers.shapes import usage_with_cache
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -58,24 +59,10 @@ def error_status(event: dict[str, Any]) -> int:
     return ERROR_STATUS.get(kind or "", 500)
 
 
-def include_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and bool(options.get("include_usage"))
-
-
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """Anthropic usage -> OpenAI's; cache reads and writes count as prompt tokens, as they are."""
-    cached = int(usage.get("cache_read_input_tokens") or 0)
-    written = int(usage.get("cache_creation_input_tokens") or 0)
-    prompt = int(usage.get("input_tokens") or 0) + cached + written
-    completion = int(usage.get("output_tokens") or 0)
-    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion}
-    if cached or written:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
-        out["cache_read_input_tokens"] = cached
-        out["cache_creation_input_tokens"] = written
-    return out
+    """Anthropic usage -> OpenAI's."""
+    return usage_with_cache(usage.get("input_tokens"), usage.get("output_tokens"),
+                            usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens"))
 
 
 class StreamTranslator:

@@ -52,11 +52,11 @@ from proxy.providers.bedrock_stream import (
     completion_id,
     finish_reason,
     header,
-    include_usage,
     iter_frames,
     openai_usage,
 )
 from proxy.providers.openai import CHAT_PARAMS
+from proxy.providers.shapes import include_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext

@@ -29,6 +29,7 @@ from typing import Any
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 
 from proxy.errors import UpstreamError
+from proxy.providers.shapes import usage_with_cache
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -61,24 +62,10 @@ def finish_reason(stop_reason: str | None) -> str | None:
     return FINISH_REASONS.get(stop_reason, "stop")
 
 
-def include_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and bool(options.get("include_usage"))
-
-
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """Bedrock TokenUsage -> OpenAI's; cache reads and writes count as prompt tokens."""
-    cached = int(usage.get("cacheReadInputTokens") or 0)
-    written = int(usage.get("cacheWriteInputTokens") or 0)
-    prompt = int(usage.get("inputTokens") or 0) + cached + written
-    completion = int(usage.get("outputTokens") or 0)
-    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion}
-    if cached or written:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
-        out["cache_read_input_tokens"] = cached
-        out["cache_creation_input_tokens"] = written
-    return out
+    """Bedrock TokenUsage -> OpenAI's."""
+    return usage_with_cache(usage.get("inputTokens"), usage.get("outputTokens"),
+                            usage.get("cacheReadInputTokens"), usage.get("cacheWriteInputTokens"))
 
 
 def completion_id() -> str:

@@ -26,6 +26,27 @@ def text_of(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+def include_usage(body: dict[str, Any]) -> bool:
+    """Whether the client asked for a usage chunk at the end of its stream."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def usage_with_cache(input_tokens: Any, output_tokens: Any, cached: Any = 0, written: Any = 0) -> dict[str, Any]:
+    """OpenAI usage from a provider that counts cache reads and writes apart from the input:
+    they are prompt tokens too, and are also reported on their own."""
+    cached, written = int(cached or 0), int(written or 0)
+    prompt = int(input_tokens or 0) + cached + written
+    completion = int(output_tokens or 0)
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+    if cached or written:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+        out["cache_read_input_tokens"] = cached
+        out["cache_creation_input_tokens"] = written
+    return out
+
+
 def token_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
@@ -73,7 +94,7 @@ class ChatChunks:
         yield self.chunk({}, finish_reason)
         if usage is None:
             return
-        if (self.ctx.body.get("stream_options") or {}).get("include_usage"):
+        if include_usage(self.ctx.body):
             yield {**self.base, "choices": [], "usage": usage}
         else:
             self.ctx.usage = usage
