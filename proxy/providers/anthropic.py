@@ -41,7 +41,7 @@ from proxy.providers.anthropic_stream import (
 )
 from proxy.providers.base import Adapter, UpstreamCall, error_message, load_json, merged_body, parse_retry_after
 from proxy.providers.openai import CHAT_PARAMS, iter_sse_data
-from proxy.providers.shapes import include_usage
+from proxy.providers.shapes import alternating_turns, include_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
@@ -181,27 +181,10 @@ def neutral(key: str, value: Any) -> bool:
 
 def split_system(messages: list[dict[str, Any]]) -> tuple[str | list[dict[str, Any]], list[dict[str, Any]]]:
     """(system, turns): system text pulled out; the rest as alternating user/assistant turns."""
-    system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-    for message in messages:
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.extend(b for b in content_blocks(message.get("content")) if b["type"] == "text")
-            continue
-        if role == "tool":
-            role, blocks = "user", [tool_result(message)]
-        elif role == "assistant":
-            blocks = assistant_blocks(message)
-        elif role == "user":
-            blocks = content_blocks(message.get("content"))
-        else:
-            raise BadRequest(f"anthropic does not accept messages with role {role!r}", param="messages")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+    system, turns = alternating_turns(
+        messages, "anthropic",
+        system_blocks=lambda content: [b for b in content_blocks(content) if b["type"] == "text"],
+        user_blocks=content_blocks, assistant_blocks=assistant_blocks, tool_result=tool_result)
     if turns and turns[-1]["role"] == "assistant":
         # a prefilled answer may not end in whitespace (Anthropic rejects it)
         last = turns[-1]["content"][-1]

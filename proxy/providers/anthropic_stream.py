@@ -19,11 +19,10 @@ last chunk with empty ``choices`` and the usage, as OpenAI sends it.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from proxy.errors import UpstreamError
-from proxy.providers.shapes import usage_with_cache
+from proxy.providers.shapes import ChunkTranslator, usage_with_cache
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -65,18 +64,13 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
                             usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens"))
 
 
-class StreamTranslator:
+class StreamTranslator(ChunkTranslator):
     """Feed Anthropic events one at a time; get back the OpenAI chunks each one makes."""
 
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.id: str | None = None
-        self.model = model
-        self.created = int(time.time())
-        self.include_usage = include_usage
+        super().__init__(model, include_usage)  # the id comes with message_start
         self.tools: dict[int, int] = {}  # content block index -> tool_calls index
-        self.raw_usage: dict[str, Any] = {}
-        self.usage: dict[str, Any] | None = None  # set once message_delta gives the final counts
-        self._usage_sent = False
+        self.raw_usage: dict[str, Any] = {}  # usage is set once message_delta gives the final counts
 
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         kind = event.get("type")
@@ -127,19 +121,4 @@ class StreamTranslator:
             return [self.chunk({"reasoning_content": delta.get("thinking", "")})]
         return []  # signature_delta, citations_delta: nothing OpenAI-shaped to say
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
 
-    def usage_chunk(self) -> list[dict[str, Any]]:
-        if not self.include_usage or self._usage_sent or self.usage is None:
-            return []
-        self._usage_sent = True
-        return [{"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                 "model": self.model, "system_fingerprint": None, "choices": [], "usage": self.usage}]

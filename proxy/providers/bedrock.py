@@ -56,7 +56,7 @@ from proxy.providers.bedrock_stream import (
     openai_usage,
 )
 from proxy.providers.openai import CHAT_PARAMS
-from proxy.providers.shapes import include_usage
+from proxy.providers.shapes import alternating_turns, include_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
@@ -294,28 +294,10 @@ def neutral(key: str, value: Any) -> bool:
 
 
 def split_system(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-    for message in messages:
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.extend(b for b in content_blocks(message.get("content")) if "text" in b)
-            continue
-        if role == "tool":
-            role, blocks = "user", [tool_result(message)]
-        elif role == "assistant":
-            blocks = assistant_blocks(message)
-        elif role == "user":
-            blocks = content_blocks(message.get("content"))
-        else:
-            raise BadRequest(f"bedrock does not accept messages with role {role!r}", param="messages")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return system, turns
+    return alternating_turns(
+        messages, "bedrock",
+        system_blocks=lambda content: [b for b in content_blocks(content) if "text" in b],
+        user_blocks=content_blocks, assistant_blocks=assistant_blocks, tool_result=tool_result)
 
 
 def content_blocks(content: Any) -> list[dict[str, Any]]:

@@ -21,7 +21,6 @@ a last chunk with empty ``choices`` and the usage.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 
 from proxy.errors import UpstreamError
-from proxy.providers.shapes import usage_with_cache
+from proxy.providers.shapes import ChunkTranslator, usage_with_cache
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -96,19 +95,14 @@ def header(message: EventStreamMessage, name: str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
 
 
-class StreamTranslator:
+class StreamTranslator(ChunkTranslator):
     """Feed ConverseStream events one at a time; get back the OpenAI chunks each one makes."""
 
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.id = completion_id()
-        self.model = model
-        self.created = int(time.time())
-        self.include_usage = include_usage
+        super().__init__(model, include_usage, completion_id())
         self.tools: dict[int, int] = {}  # contentBlockIndex -> tool_calls index
         self.started = False
         self.finished = False
-        self.usage: dict[str, Any] | None = None
-        self._usage_sent = False
 
     def feed(self, kind: str, event: dict[str, Any]) -> list[dict[str, Any]]:
         out = [] if self.started or kind == "metadata" else [self.role_chunk()]
@@ -157,19 +151,4 @@ class StreamTranslator:
             raise UpstreamError("upstream bedrock stream ended before the message was complete")
         return self.usage_chunk()
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
 
-    def usage_chunk(self) -> list[dict[str, Any]]:
-        if not self.include_usage or self._usage_sent or self.usage is None:
-            return []
-        self._usage_sent = True
-        return [{"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                 "model": self.model, "system_fingerprint": None, "choices": [], "usage": self.usage}]

@@ -8,11 +8,78 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+
+from proxy.errors import BadRequest
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
+
+
+class ChunkTranslator:
+    """Base of the stream translators (Anthropic, Bedrock events -> OpenAI chunks): one id, time
+    and model for every chunk, and the usage chunk sent once, only when the client asked."""
+
+    def __init__(self, model: str, include_usage: bool, chunk_id: str | None = None) -> None:
+        self.id = chunk_id
+        self.model = model
+        self.created = int(time.time())
+        self.include_usage = include_usage
+        self.usage: dict[str, Any] | None = None
+        self._usage_sent = False
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    def usage_chunk(self) -> list[dict[str, Any]]:
+        if not self.include_usage or self._usage_sent or self.usage is None:
+            return []
+        self._usage_sent = True
+        return [{"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                 "model": self.model, "system_fingerprint": None, "choices": [], "usage": self.usage}]
+
+
+def alternating_turns(
+    messages: list[dict[str, Any]],
+    provider: str,
+    system_blocks: Callable[[Any], list[dict[str, Any]]],
+    user_blocks: Callable[[Any], list[dict[str, Any]]],
+    assistant_blocks: Callable[[dict[str, Any]], list[dict[str, Any]]],
+    tool_result: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """OpenAI messages -> (system blocks, user/assistant turns), as block-based APIs (Anthropic,
+    Bedrock Converse) want them: tool results are user turns, and consecutive turns of one role
+    are merged, since those APIs require the roles to alternate."""
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.extend(system_blocks(message.get("content")))
+            continue
+        if role == "tool":
+            role, blocks = "user", [tool_result(message)]
+        elif role == "assistant":
+            blocks = assistant_blocks(message)
+        elif role == "user":
+            blocks = user_blocks(message.get("content"))
+        else:
+            raise BadRequest(f"{provider} does not accept messages with role {role!r}", param="messages")
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return system, turns
 
 
 def chat_id() -> str:
