@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,9 +45,9 @@ import orjson
 from gevent.pywsgi import WSGIServer
 
 try:  # imported as part of the test package
-    from .openai_server import HTML_502, Disconnect, MockApp, Response, _Handler, placeholder, words
+    from .openai_server import HTML_502, Disconnect, Incoming, MockApp, Response, _Handler, placeholder, words
 except ImportError:  # run as a script: the sibling module is importable by name
-    from openai_server import HTML_502, Disconnect, MockApp, Response, _Handler, placeholder, words
+    from openai_server import HTML_502, Disconnect, Incoming, MockApp, Response, _Handler, placeholder, words
 
 DEFAULT_MODELS = ("claude-3-5-sonnet-20241022", "claude-3-5-haiku-20241022", "claude-sonnet-4-20250514")
 # kind -> (status, message): Anthropic's own bodies for these failures.
@@ -117,25 +116,10 @@ class AnthropicMockApp(MockApp):
     """The OpenAI mock's log, admin endpoints and failure controls, with Anthropic's API."""
 
     def handle(self, environ: dict[str, Any]) -> Response:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
-        if path.startswith("/__mock__/"):
-            return self.admin(method, path, raw)
-        try:
-            body = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            body = None
-        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
-        if environ.get("CONTENT_TYPE"):
-            headers["content-type"] = environ["CONTENT_TYPE"]
-        if self.record:
-            self.received.append({"method": method, "path": path, "query": environ.get("QUERY_STRING", ""),
-                                  "headers": headers, "body": body, "time": time.time()})
-        controls = self.controls(headers, body)
-        delay = controls.get("delay", self.config["delay"])
-        if delay:
-            gevent.sleep(delay)
+        incoming = self.receive(environ)
+        if not isinstance(incoming, Incoming):
+            return incoming  # an admin call answered
+        method, path, body, headers, controls = incoming
         model = body.get("model", "") if isinstance(body, dict) else ""
         if self.config["fail_status"]:
             return self.failure(self.config["fail_status"], None, model, controls)

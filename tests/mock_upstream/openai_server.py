@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import gevent
 import orjson
@@ -81,6 +81,16 @@ WORD_PIECES = re.compile(r"\s*\S+(?:\s+$)?")
 PLACEHOLDERS = {"string": "mock", "integer": 1, "number": 1.0, "boolean": True, "array": [],
                 "object": {}, "null": None}
 Response = tuple[int, list[tuple[str, str]], Iterable[bytes]]
+
+
+class Incoming(NamedTuple):
+    """A received request, parsed: what a mock's routes look at."""
+
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str]
+    controls: dict[str, Any]
 
 
 class Disconnect(Exception):
@@ -190,8 +200,9 @@ class MockApp:
         start_response(f"{status} {phrase}", headers)
         return body
 
-    def handle(self, environ: dict[str, Any]) -> Response:
-        """Record, wait, then check in the order a real upstream would: down, URL, key, failure, body."""
+    def receive(self, environ: dict[str, Any]) -> Incoming | Response:
+        """Read, record and delay one request (the part every mock's handle starts with);
+        ``/__mock__/`` admin calls are answered here."""
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
@@ -211,6 +222,14 @@ class MockApp:
         delay = controls.get("delay", self.config["delay"])
         if delay:
             gevent.sleep(delay)
+        return Incoming(method, path, body, headers, controls)
+
+    def handle(self, environ: dict[str, Any]) -> Response:
+        """Record, wait, then check in the order a real upstream would: down, URL, key, failure, body."""
+        incoming = self.receive(environ)
+        if not isinstance(incoming, Incoming):
+            return incoming  # an admin call answered
+        method, path, body, headers, controls = incoming
         model = body.get("model", "") if isinstance(body, dict) else ""
         if self.config["fail_status"]:
             return self.failure(self.config["fail_status"], None, model, controls)

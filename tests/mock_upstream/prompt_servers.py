@@ -43,9 +43,31 @@ import orjson
 from gevent.pywsgi import WSGIServer
 
 try:  # imported as part of the test package
-    from .openai_server import HTML_502, Disconnect, MockApp, Response, _Handler, placeholder, text_of, vector, words
+    from .openai_server import (
+        HTML_502,
+        Disconnect,
+        Incoming,
+        MockApp,
+        Response,
+        _Handler,
+        placeholder,
+        text_of,
+        vector,
+        words,
+    )
 except ImportError:  # run as a script: the sibling module is importable by name
-    from openai_server import HTML_502, Disconnect, MockApp, Response, _Handler, placeholder, text_of, vector, words
+    from openai_server import (
+        HTML_502,
+        Disconnect,
+        Incoming,
+        MockApp,
+        Response,
+        _Handler,
+        placeholder,
+        text_of,
+        vector,
+        words,
+    )
 
 #: path -> (provider family, handler method)
 ROUTES = {
@@ -111,25 +133,10 @@ class PromptMockApp(MockApp):
     """The OpenAI mock's log, admin endpoints and controls, with Ollama, TGI and custom routes."""
 
     def handle(self, environ: dict[str, Any]) -> Response:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
-        if path.startswith("/__mock__/"):
-            return self.admin(method, path, raw)
-        try:
-            body = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            body = None
-        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
-        if environ.get("CONTENT_TYPE"):
-            headers["content-type"] = environ["CONTENT_TYPE"]
-        if self.record:
-            self.received.append({"method": method, "path": path, "query": environ.get("QUERY_STRING", ""),
-                                  "headers": headers, "body": body, "time": time.time()})
-        controls = self.controls(headers, body)
-        delay = controls.get("delay", self.config["delay"])
-        if delay:
-            gevent.sleep(delay)
+        incoming = self.receive(environ)
+        if not isinstance(incoming, Incoming):
+            return incoming  # an admin call answered
+        method, path, body, headers, controls = incoming
         family, handler = ROUTES.get(path.rstrip("/"), ("ollama", ""))
         if self.config["fail_status"]:
             return self.provider_failure(family, self.config["fail_status"], None)
