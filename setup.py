@@ -38,6 +38,7 @@ setup(
             "openai>=1.40",
             "anthropic>=0.34",
             "ruff>=0.5",
+            "wheel>=0.40",  # tests build and install a wheel of the package (tests/install.py)
         ],
     },
     entry_points={"console_scripts": ["llmrelay=proxy.__main__:main"]},

@@ -1,6 +1,7 @@
 """WSGI entry point: ``gunicorn -c conf/gunicorn.conf.py wsgi:app``.
 
-The config comes from CONFIG_FILE_PATH, else conf/config.yaml.
+Under gunicorn with llmrelay's settings the master validates the config (``CONFIG_FILE_PATH``)
+and each worker starts from that validated snapshot; elsewhere the file is loaded here.
 """
 
 from proxy.app import create_app

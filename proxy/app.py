@@ -12,35 +12,72 @@ from werkzeug.exceptions import HTTPException
 from proxy.api import admin, anthropic, docs, health, models, openai
 from proxy.api.render import error_response
 from proxy.bucket import config_path_from_env
-from proxy.config import Config, load_config
-from proxy.errors import ProxyError, error_for_status
-from proxy.gateway import Gateway
+from proxy.config import Config, load_config, read_text
+from proxy.errors import ConfigError, ProxyError, error_for_status
+from proxy.gateway import Gateway, open_store
+from proxy.generations import INSTANCE_ENV, Generations, Instance
 from proxy.live import LiveUpdates
+from proxy.store import Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "config.yaml"
+STORE_ENV = "LLMRELAY_DATABASE"  # the store the master opened; its workers open the same
+
+
+def boot(config: Config | str | os.PathLike[str] | dict | None) -> tuple[Config, Store | None, int]:
+    """The config, store and config generation a new app starts with.
+
+    A worker whose master published a snapshot (proxy/master.py) starts from that snapshot, not
+    from the file, so every worker serves the same generation. Otherwise the config is loaded
+    here: a Config, a path, a mapping, or None for ``CONFIG_FILE_PATH`` (or the bucket's copy);
+    a file-based config is then published as this process's own first generation.
+    """
+    if config is None and os.environ.get(STORE_ENV) and os.environ.get(INSTANCE_ENV):
+        store = Store(os.environ[STORE_ENV])
+        generations = Generations(store, Instance.here())
+        # Counted as a worker before reading: a reload that does not see this worker yet was
+        # published before the read below, so this worker starts from that generation or later.
+        generations.report(0)
+        snapshot = generations.latest()
+        if snapshot is not None:
+            return snapshot.load(), store, snapshot.generation
+        generations.forget()
+        store.close()
+    text = None
+    if not isinstance(config, Config):
+        if config is None:
+            config = config_path_from_env()
+            if config is None:
+                raise ConfigError(["no config: set CONFIG_FILE_PATH (or LITELLM_CONFIG_BUCKET_*)"])
+        if not isinstance(config, dict):
+            text = read_text(Path(config).resolve())
+        config = load_config(config, text=text)
+    store = open_store(config)
+    generation = 0
+    if store is not None and config.path is not None:
+        generation = Generations(store, Instance.here()).publish(config.path, text or read_text(config.path))
+    return config, store, generation
 
 
 def create_app(
     config: Config | str | os.PathLike[str] | dict | None = None, *, live: bool = True
 ) -> Flask:
-    """Build the app. ``config`` is a loaded Config, a path, a mapping, or None (CONFIG_FILE_PATH,
-    then conf/config.yaml). ``live`` starts the background watch for model changes and reloads."""
-    if not isinstance(config, Config):
-        if config is None:
-            config = config_path_from_env() or DEFAULT_CONFIG
-        config = load_config(config)
+    """Build the app. ``config`` is a loaded Config, a path, a mapping, or None (the master's
+    snapshot, else CONFIG_FILE_PATH). ``live`` starts the background watch for model changes
+    and reloads."""
+    config, store, generation = boot(config)
     for warning in config.warnings:
         log.warning("config: %s", warning)
-    gateway = Gateway(config)
-    updates = LiveUpdates(gateway)
+    gateway = Gateway(config, store=store if store is not None else False)
+    generations = Generations(store, Instance.here()) if store is not None else None
+    updates = LiveUpdates(gateway, generations, generation)
     if live:
         updates.start()
 
     app = Flask("llmrelay")
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["llmrelay"] = gateway
+    app.extensions["llmrelay.live"] = updates
     app.register_blueprint(openai.make_blueprint(gateway))
     app.wsgi_app = openai.OpenAIEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = anthropic.AnthropicEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]

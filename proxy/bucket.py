@@ -24,6 +24,7 @@ from urllib.parse import quote
 import requests
 
 from proxy.errors import ConfigError
+from proxy.statedir import state_dir
 
 TIMEOUT = (5.0, 30.0)
 
@@ -90,9 +91,8 @@ def bucket_source(environ: Mapping[str, str] | None = None) -> BucketSource | No
 
 
 def local_copy_path() -> Path:
-    """Where the fetched config lives: ``$LLMRELAY_STATE_DIR`` (default ./.llmrelay), so the SQLite
-    file that defaults to the config's folder stays on the host across restarts."""
-    return Path(os.environ.get("LLMRELAY_STATE_DIR") or ".llmrelay").resolve() / "config.yaml"
+    """Where the fetched config lives: ``config.yaml`` in the state directory (proxy/statedir.py)."""
+    return state_dir()[0] / "config.yaml"
 
 
 def materialize(source: BucketSource, path: Path | None = None) -> Path:

@@ -2,11 +2,13 @@
 
     llmrelay --config FILE [--host H] [--port 4000] [--num_workers N] [--detailed_debug]
     llmrelay pipeline --config FILE [--json]
+    llmrelay --version
 
 (also ``python -m proxy ...``; the entry point is proxy/__main__.py, which patches with gevent first)
 
-The config is validated in the master before any worker starts, so a bad file exits non-zero
-with every problem listed; each worker then builds its own app (and its own connections).
+The master checks the config, the state directory and the store before any worker starts
+(proxy/master.py), so a problem exits 2 with one line each; each worker then builds its own app
+from the validated snapshot. gunicorn runs with the package's serving defaults (proxy/serving.py).
 """
 
 from __future__ import annotations
@@ -15,60 +17,57 @@ import argparse
 import json
 import logging
 import os
-import runpy
 import sys
-from pathlib import Path
+from importlib import metadata
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from proxy import __version__
 from proxy.bucket import config_path_from_env
-from proxy.config import Config, load_config
+from proxy.config import Config
 from proxy.errors import ConfigError
+from proxy.gateway import check_config
 from proxy.logs import setup_logging
+from proxy.master import fail, prepare
+from proxy.serving import settings
 
 log = logging.getLogger("llmrelay")
-
-GUNICORN_CONF = Path(__file__).resolve().parent.parent / "conf" / "gunicorn.conf.py"
-
 
 class ProxyServer(BaseApplication):
     """gunicorn application running ``create_app`` in each gevent worker."""
 
-    def __init__(self, config_path: str, options: dict[str, Any]) -> None:
-        self.config_path = config_path
+    def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
         super().__init__()
 
     def load_config(self) -> None:
-        """conf/gunicorn.conf.py (the same file plain gunicorn uses), then the command's flags."""
-        if GUNICORN_CONF.exists():
-            for key, value in runpy.run_path(str(GUNICORN_CONF)).items():
-                if key in self.cfg.settings:
-                    self.cfg.set(key, value)
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
+        """The package's serving defaults (proxy/serving.py), then the command's flags."""
+        for key, value in {**settings(), **self.options}.items():
+            if key in self.cfg.settings:  # a setting this gunicorn does not know is skipped
+                self.cfg.set(key, value)
 
     def load(self) -> Any:
         from proxy.app import create_app
 
         setup_logging(self.options.get("loglevel") == "debug")
-        return create_app(self.config_path)
+        return create_app()
 
 
 def check(config_path: str) -> Config:
     """Load and build everything a worker will build; exit 2 with the errors if it cannot."""
-    from proxy.gateway import Gateway
-
     try:
-        config = load_config(config_path)
-        Gateway(config, preload=False, store=False, shared_state=False).close()
+        return check_config(config_path)[0]
     except ConfigError as exc:
-        print(f"llmrelay: config {config_path} is not valid:", file=sys.stderr)
-        for line in exc.errors:
-            print(f"  {line}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return config
+        fail(exc.errors, header=f"config {config_path} is not valid:")
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when run from a source tree)."""
+    try:
+        return metadata.version("llmrelay")
+    except metadata.PackageNotFoundError:
+        return __version__
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -80,24 +79,21 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "4000")))
     p.add_argument("--num_workers", type=int, default=int(os.environ.get("NUM_WORKERS", "1")))
     p.add_argument("--detailed_debug", action="store_true", help="log at DEBUG level")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
     return p
 
 
 def serve(argv: list[str]) -> None:
     args = serve_parser().parse_args(argv)
+    if args.version:
+        sys.stdout.write(f"llmrelay {version()}\n")
+        return
     setup_logging(args.detailed_debug)
     try:
-        args.config = args.config or config_path_from_env()
+        config_path = args.config or config_path_from_env()
     except ConfigError as exc:
-        print(f"llmrelay: {'; '.join(exc.errors)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if not args.config:
-        print("llmrelay: no config: pass --config FILE, set CONFIG_FILE_PATH or LITELLM_CONFIG_BUCKET_NAME",
-              file=sys.stderr)
-        raise SystemExit(2)
-    config_path = os.path.abspath(args.config)
-    config = check(config_path)
-    os.environ["CONFIG_FILE_PATH"] = config_path  # workers and reloads read the same file
+        fail(exc.errors)
+    config = prepare(os.path.abspath(config_path) if config_path else None)
     names = []
     for entry in config.model_list:
         if entry["model_name"] not in names:
@@ -106,7 +102,7 @@ def serve(argv: list[str]) -> None:
     if args.num_workers > 1 and not uses_redis(config):
         log.warning("--num_workers %d without Redis: rate limits, cooldowns and usage counters are "
                     "kept per worker; set router_settings.redis_host to share them", args.num_workers)
-    ProxyServer(config_path, {
+    ProxyServer({
         "bind": f"{args.host}:{args.port}",
         "workers": args.num_workers,
         "loglevel": "debug" if args.detailed_debug else "info",

@@ -247,12 +247,20 @@ def resolve_env(value: Any, path: str, env_paths: set[str], missing: list[str]) 
     return value
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse the file; YAML errors become a ConfigError with the line, never a traceback."""
+def read_text(path: Path) -> str:
+    """The file's text; an unreadable file is a ConfigError naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from exc
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError([f"{path}: cannot read config file: {reason}"]) from exc
+
+
+def read_yaml(path: Path, text: str | None = None) -> dict[str, Any]:
+    """Parse the file (or ``text``, its contents as read earlier); YAML errors become a
+    ConfigError with the line, never a traceback."""
+    if text is None:
+        text = read_text(path)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -310,10 +318,12 @@ def apply_credentials(data: dict[str, Any], errors: list[str]) -> None:
             params.setdefault(key, value)
 
 
-def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -> Config:
+def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None, text: str | None = None) -> Config:
     """Load, resolve and validate a config file (or an already-parsed mapping, for tests).
 
-    ``None`` reads ``CONFIG_FILE_PATH``. Raises ConfigError listing every problem found.
+    ``None`` reads ``CONFIG_FILE_PATH``. ``text`` is the file's contents as read earlier (a
+    validated snapshot): it is parsed instead of the file, which may have changed since.
+    Raises ConfigError listing every problem found.
     """
     if source is None:
         env_path = os.environ.get("CONFIG_FILE_PATH")
@@ -325,7 +335,7 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -
         raw = source
     else:
         path = Path(source).resolve()
-        raw = read_yaml(path)
+        raw = read_yaml(path, text)
 
     export_environment(raw)
     env_paths: set[str] = set()

@@ -9,11 +9,13 @@ or a model change swaps one attribute and the next request sees the new world wh
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from proxy import bucket
-from proxy.config import Config, load_config, resolve_model_entry
+from proxy.config import Config, load_config, read_text, resolve_model_entry
 from proxy.costmap import CostMap
 from proxy.dispatch import Dispatcher
 from proxy.errors import ConfigError
@@ -26,6 +28,7 @@ from proxy.router.router import Router
 from proxy.router.strategies import make_strategy
 from proxy.services import Services
 from proxy.state import make_state
+from proxy.statedir import DB_FILE, state_dir
 from proxy.store import ModelStore, SpendWriter, Store
 from proxy.tokens import TokenCounter
 from proxy.transport import DEFAULT_TIMEOUT, Transport
@@ -40,22 +43,44 @@ def redis_settings(config: Config) -> dict[str, Any]:
     return {k: rs[k] for k in keys if rs.get(k) is not None}
 
 
-def database_path(config: Config) -> Path | None:
-    """``general_settings.database_path``, else ``llmrelay.db`` beside the config file."""
+def database_path(config: Config, environ: Mapping[str, str] | None = None) -> tuple[Path, str] | None:
+    """The SQLite file and the setting that chose it: ``general_settings.database_path``, else
+    ``llmrelay.db`` in the state directory (proxy/statedir.py), never beside the config. A config
+    given as a mapping (tests, embedding) keeps no file unless it names one."""
     given = config.general_settings.get("database_path")
     if given:
-        path = Path(given)
-        return path if path.is_absolute() else config.base_dir / path
-    return config.path.parent / "llmrelay.db" if config.path else None
-
-
-def open_store(config: Config) -> Store | None:
-    path = database_path(config)
-    if path is None:
+        path = Path(given).expanduser()
+        return (path if path.is_absolute() else config.base_dir / path), "general_settings.database_path"
+    if config.path is None:
         return None
+    folder, setting = state_dir(environ)
+    return folder / DB_FILE, setting
+
+
+def open_store(config: Config, path: Path | None = None) -> Store | None:
+    """The store the config asks for (or the SQLite file at ``path``), with its pool settings."""
+    if path is None:
+        located = database_path(config)
+        if located is None:
+            return None
+        path = located[0]
     gs = config.general_settings
     return Store(path, pool_limit=int(gs.get("database_connection_pool_limit") or 10),
                  timeout=float(gs.get("database_connection_timeout") or 5.0))
+
+
+def check_config(path: str | os.PathLike[str]) -> tuple[Config, str]:
+    """Read, load and build a config file as a worker would, without connecting anywhere.
+
+    Returns the config and the exact text validated (what a snapshot stores); raises
+    ConfigError listing every problem. A config kept in a bucket is fetched anew first.
+    """
+    path = Path(path).resolve()
+    bucket.refresh(path)
+    text = read_text(path)
+    config = load_config(path, text=text)
+    Gateway(config, preload=False, store=False, shared_state=False).close()
+    return config, text
 
 
 class Gateway:
@@ -161,14 +186,6 @@ class Gateway:
             return False
         self.services.models = self.build_models(self.config)
         return True
-
-    def reload_config(self) -> None:
-        """Re-read the config file; on ConfigError the running config stays as it is."""
-        if self.config.path is None:
-            raise ConfigError(["this proxy was started from an in-memory config; there is no file to re-read"])
-        bucket.refresh(self.config.path)  # a config kept in a bucket is fetched anew
-        self.apply(load_config(self.config.path))
-        log.info("config %s reloaded", self.config.path)
 
     def describe(self) -> list[dict[str, Any]]:
         return self.pipeline.describe()

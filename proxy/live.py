@@ -1,9 +1,9 @@
 """Live updates: runtime model changes and config reloads reach every worker of every instance.
 
-One background greenlet per worker watches two counters in the host's SQLite file (each change
-bumps one): ``models_version`` (runtime models) and ``config_generation`` (reloads). A change is
-picked up within ``interval`` (0.25 s) and swapped in without a restart; requests in flight keep
-what they started with.
+One background greenlet per worker polls the store: ``models_version`` (runtime models) and the
+instance's newest config generation (proxy/generations.py). A change is picked up within
+``interval`` (0.25 s) and swapped in without a restart; requests in flight keep what they
+started with. A reload applies the validated snapshot, never the file.
 
 Across hosts, Redis carries the runtime models: every change is also written to a Redis hash
 (the fleet's copy) and announced on a channel. Each instance mirrors what it hears into its own
@@ -14,6 +14,7 @@ full re-read of the hash every ``resync`` seconds repairs anything missed during
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -23,41 +24,30 @@ from proxy.errors import ConfigError
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
-    from proxy.store import Store
+    from proxy.generations import Generations
 
 log = logging.getLogger(__name__)
 
 FLEET_HASH = "models"
 FLEET_CHANNEL = "models"
-CONFIG_GENERATION = "config_generation"
-RELOAD_ATTEMPTS = 8  # ticks (2 s) a worker keeps trying a reload before it keeps the old config
 
 
-def read_counter(store: Store, name: str) -> int:
-    return int(store.query_value("SELECT value FROM store_meta WHERE key = ?", (name,)) or 0)
-
-
-def bump_counter(store: Store, name: str) -> int:
-    def bump(db: Any) -> int:
-        db.execute("INSERT INTO store_meta (key, value) VALUES (?, 1) "
-                   "ON CONFLICT(key) DO UPDATE SET value = value + 1", (name,))
-        return int(db.execute("SELECT value FROM store_meta WHERE key = ?", (name,)).fetchone()[0])
-
-    return store.write(bump)
+def reload_deadline() -> float:
+    """Seconds a reload waits for every worker before it answers 503 (``LLMRELAY_RELOAD_TIMEOUT``)."""
+    return float(os.environ.get("LLMRELAY_RELOAD_TIMEOUT") or 10.0)
 
 
 class LiveUpdates:
     """Keeps one worker's gateway current; also the write path for runtime model changes."""
 
-    def __init__(self, gateway: Gateway, interval: float = 0.25, resync: float = 10.0) -> None:
+    def __init__(self, gateway: Gateway, generations: Generations | None = None, generation: int = 0,
+                 interval: float = 0.25, resync: float = 10.0) -> None:
         self.gateway = gateway
+        self.generations = generations
+        self.generation = generation  # the config generation this worker serves
+        self.failed_generation = 0  # a snapshot that would not apply here is not retried every tick
         self.interval = interval
         self.resync = resync
-        # Unknown until the first tick: a worker that booted while another handled a reload may
-        # have read the file before it changed and the counter after. The first tick reloads
-        # once if any reload was ever requested, which is cheap and always right.
-        self.config_generation: int | None = None
-        self.reload_failures = 0
         self._greenlet: gevent.Greenlet | None = None
 
     # -- fleet (Redis) ------------------------------------------------------------------------
@@ -93,34 +83,60 @@ class LiveUpdates:
         self.gateway.refresh_models()
         self.push_fleet(row)
 
-    def request_reload(self) -> None:
-        """Reload here (raises ConfigError if the file is bad), then have every other worker follow."""
-        self.gateway.reload_config()
-        if self.gateway.store is not None:
-            self.config_generation = bump_counter(self.gateway.store, CONFIG_GENERATION)
+    def request_reload(self) -> tuple[int, list[int]]:
+        """Validate the config file, publish it as the next generation, apply it here and wait
+        until every worker of the instance serves it. Returns the generation and the workers
+        still behind at ``reload_deadline()`` (empty when all are done). ConfigError if the file is bad:
+        then nothing is published and every worker keeps its config."""
+        from proxy.gateway import check_config
+
+        gw = self.gateway
+        if gw.config.path is None:
+            raise ConfigError(["this proxy was started from an in-memory config; there is no file to re-read"])
+        config, text = check_config(gw.config.path)
+        if self.generations is None:  # no store: this process is all there is
+            gw.apply(config)
+            self.generation += 1
+            return self.generation, []
+        generation = self.generations.publish(config.path, text)
+        self.apply_generation()
+        return generation, self.generations.wait(generation, reload_deadline())
+
+    def apply_generation(self) -> None:
+        """Apply the instance's newest snapshot if it is newer than what this worker serves."""
+        if self.generations is None:
+            return
+        newest = self.generations.current()
+        if newest <= self.generation or newest == self.failed_generation:
+            return
+        snapshot = self.generations.latest()
+        if snapshot is None:
+            return
+        try:
+            self.gateway.apply(snapshot.load())
+        except ConfigError as exc:
+            # It was validated where it was published; what differs here is this process's
+            # environment. Keep serving the current config and let the reload report us behind.
+            self.failed_generation = snapshot.generation
+            log.error("config generation %d does not apply in this worker; it keeps generation %d:\n  %s",
+                      snapshot.generation, self.generation, "\n  ".join(exc.errors))
+            return
+        self.generation = snapshot.generation
+        self.generations.report(self.generation)
+        log.info("serving config generation %d (%s)", self.generation, snapshot.path)
 
     def tick(self) -> None:
-        """One poll: pick up model changes and reload requests made elsewhere."""
-        gw = self.gateway
-        if gw.store is None:
+        """One poll: pick up model changes and reloads made elsewhere."""
+        if self.gateway.store is None:
             return
-        generation = read_counter(gw.store, CONFIG_GENERATION)
-        if generation != self.config_generation and (self.config_generation is not None or generation):
-            try:
-                gw.reload_config()
-            except ConfigError as exc:
-                # The file may be caught mid-write by an editor; try a few more ticks before giving up.
-                self.reload_failures += 1
-                if self.reload_failures < RELOAD_ATTEMPTS:
-                    return
-                log.error("config reload refused, the running config stays:\n  %s", "\n  ".join(exc.errors))
-            self.reload_failures = 0
-            self.config_generation = generation
-        gw.refresh_models()
+        self.apply_generation()
+        self.gateway.refresh_models()
 
     def start(self) -> None:
         if self._greenlet is not None:
             return
+        if self.generations is not None:
+            self.generations.report(self.generation)
         if self.fleet:
             self.gateway.state.subscribe(FLEET_CHANNEL, self.on_fleet_message)
             try:
@@ -146,3 +162,8 @@ class LiveUpdates:
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
             self._greenlet = None
+        if self.generations is not None:
+            try:
+                self.generations.forget()
+            except Exception:
+                log.debug("could not remove this worker from the config generations", exc_info=True)

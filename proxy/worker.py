@@ -8,6 +8,7 @@ soon as shutdown starts, so the drain waits only for requests really in flight, 
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import gevent
@@ -23,6 +24,12 @@ class RelayWorker(GeventWorker):
         self._busy: set[Any] = set()  # greenlets inside a request
         super().init_process()
 
+    def init_signals(self) -> None:
+        super().init_signals()
+        # Reloads are the master's (proxy/master.py): a SIGHUP sent to the whole process group
+        # (a terminal hang-up, ``kill -HUP -PGID``, a supervisor) must not kill the workers.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
     def run(self) -> None:
         gevent.spawn(self._close_idle_when_stopping)
         try:
@@ -32,7 +39,11 @@ class RelayWorker(GeventWorker):
 
     def _close_app(self) -> None:
         """Flush what the app buffers (usage counters, spend logs) before the process exits."""
-        gateway = getattr(self.wsgi, "extensions", {}).get("llmrelay")
+        extensions = getattr(self.wsgi, "extensions", {})
+        updates = extensions.get("llmrelay.live")
+        if updates is not None:
+            updates.stop()  # and leave the instance's list of workers a reload waits for
+        gateway = extensions.get("llmrelay")
         if gateway is not None:
             try:
                 gateway.close()
@@ -68,48 +79,3 @@ class RelayWorker(GeventWorker):
             if not self._connections:
                 return
             gevent.sleep(0.1)
-
-
-def install_config_reload(arbiter: Any) -> None:
-    """Make SIGHUP re-read llmrelay's config in place instead of restarting workers.
-
-    The master validates the file first; a file that does not validate is refused (errors
-    logged, workers untouched). A good one bumps the store's ``config_generation`` and every
-    worker swaps the new config in within a second, keeping its connections — no request is
-    dropped, and a bad file can never leave the proxy without workers.
-    """
-    import logging
-    import os
-
-    log = logging.getLogger("llmrelay")
-
-    def handle_hup() -> None:
-        from pathlib import Path
-
-        from proxy.bucket import refresh
-        from proxy.config import load_config
-        from proxy.errors import ConfigError
-        from proxy.gateway import Gateway, open_store
-        from proxy.live import CONFIG_GENERATION, bump_counter
-
-        path = os.environ.get("CONFIG_FILE_PATH")
-        if not path:
-            log.error("SIGHUP: no CONFIG_FILE_PATH to re-read")
-            return
-        try:
-            refresh(Path(path))  # a config kept in a bucket is fetched anew
-            config = load_config(path)
-            Gateway(config, preload=False, store=False, shared_state=False).close()
-        except ConfigError as exc:
-            log.error("SIGHUP: config %s refused, the running config stays:\n  %s", path, "\n  ".join(exc.errors))
-            return
-        store = open_store(config)
-        if store is None:
-            return
-        try:
-            generation = bump_counter(store, CONFIG_GENERATION)
-        finally:
-            store.close()
-        log.info("SIGHUP: config %s validated; workers reload it in place (generation %d)", path, generation)
-
-    arbiter.handle_hup = handle_hup

@@ -1,4 +1,8 @@
-"""Real servers for end-to-end tests: llmrelay under gunicorn+gevent, started as a user would."""
+"""Real servers for end-to-end tests: llmrelay under gunicorn+gevent, started as a user would.
+
+That is the ``llmrelay`` command of an installed wheel (tests/install.py), run from a folder of
+its own outside the checkout, with its state directory in that folder.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +17,8 @@ from typing import Any
 
 import requests
 import yaml
+
+from tests.install import llmrelay_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +44,7 @@ class ProxyProcess:
         self.port = port or free_port()
         self.workers = workers
         self.env = env or {}
+        self.cwd: Path | None = None  # default: the process's own folder, outside the checkout
         self.extra_args = extra_args or []
         self._tmp = tempfile.TemporaryDirectory(prefix="llmrelay-test-")
         if isinstance(config, dict):
@@ -47,6 +53,7 @@ class ProxyProcess:
         else:
             self.config_path = Path(config)
         self.log_path = Path(self._tmp.name) / "proxy.log"
+        self.state_dir = Path(self._tmp.name) / "state"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,12 +61,14 @@ class ProxyProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ProxyProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        env.pop("CONFIG_FILE_PATH", None)
-        cmd = [sys.executable, "-m", "proxy", "--config", str(self.config_path), "--host", "127.0.0.1",
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LLMRELAY_STATE_DIR": str(self.state_dir), **self.env}
+        for name in ("CONFIG_FILE_PATH", "LLMRELAY_INSTANCE", "LLMRELAY_DATABASE", "PYTHONPATH"):
+            env.pop(name, None)
+        cmd = [*llmrelay_command(), "--config", str(self.config_path), "--host", "127.0.0.1",
                "--port", str(self.port), "--num_workers", str(self.workers), *self.extra_args]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd or self._tmp.name, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

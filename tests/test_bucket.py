@@ -7,7 +7,6 @@ import http.server
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,8 @@ import yaml
 
 from proxy.bucket import BucketSource, bucket_source, config_path_from_env, materialize
 from proxy.errors import ConfigError
-from tests.servers import ROOT, free_port
+from tests.install import llmrelay_command
+from tests.servers import free_port
 
 CONFIG = {"model_list": [{"model_name": "from-bucket", "litellm_params": {
     "model": "openai/b", "mock_response": "served from the bucket"}}]}
@@ -103,7 +103,7 @@ def test_proxy_starts_on_a_config_held_in_a_bucket(aws: str, tmp_path: Path) -> 
            "LITELLM_CONFIG_BUCKET_OBJECT_KEY": "proxy_config.yaml", "LLMRELAY_STATE_DIR": str(tmp_path),
            "PORT": str(port), "HOST": "127.0.0.1"}
     env.pop("CONFIG_FILE_PATH", None)
-    proc = subprocess.Popen([sys.executable, "-m", "proxy"], cwd=ROOT, env=env,
+    proc = subprocess.Popen(llmrelay_command(), cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -117,6 +117,7 @@ def test_proxy_starts_on_a_config_held_in_a_bucket(aws: str, tmp_path: Path) -> 
                 time.sleep(0.1)
         assert r.json()["choices"][0]["message"]["content"] == "served from the bucket"
         assert (tmp_path / "config.yaml").exists()
+        assert (tmp_path / "llmrelay.db").exists()  # the store beside it, in the state directory
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -11,7 +11,8 @@ from flask import Blueprint, Response, request
 
 from proxy.api.openai import build_context, parse_body
 from proxy.api.render import json_response
-from proxy.errors import BadRequest, ConfigError
+from proxy.errors import BadRequest, ConfigError, ServiceUnavailable
+from proxy.live import reload_deadline
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
@@ -51,13 +52,22 @@ def make_blueprint(gateway: Gateway, live: LiveUpdates) -> Blueprint:
 
     @bp.post("/config/reload")
     def config_reload() -> Response:
-        """Re-read the config file here and in every worker; a bad file is refused, the old one stays."""
+        """Re-read the config file and have every worker serve it; answers when all do.
+
+        A file that does not validate is refused (400) and every worker keeps its config. A
+        worker still behind after the deadline makes the answer 503, naming it.
+        """
         gateway.keys.require_admin(request.headers)
         try:
-            live.request_reload()
+            generation, behind = live.request_reload()
         except ConfigError as exc:
             raise BadRequest("config not reloaded: " + "; ".join(exc.errors)) from None
+        if behind:
+            raise ServiceUnavailable(
+                f"config generation {generation} was published, but worker(s) {', '.join(map(str, behind))} "
+                f"did not apply it within {reload_deadline():g}s; see the proxy log")
         return json_response({"message": "config reloaded", "config": str(gateway.config.path),
+                              "generation": generation,
                               "models": gateway.services.visible_model_names()})
 
     return bp

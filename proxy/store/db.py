@@ -125,6 +125,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX spend_logs_api_key_hash ON spend_logs (api_key_hash)",
         ),
     ),
+    Migration(
+        "config_generations",
+        (
+            # One running proxy (a master and its workers) is an "instance"; each reload is a
+            # validated copy of the config text, numbered per instance (proxy/generations.py).
+            """CREATE TABLE config_generations (
+                instance TEXT NOT NULL,
+                generation INTEGER NOT NULL,
+                path TEXT,
+                source TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                PRIMARY KEY (instance, generation)
+            )""",
+            """CREATE TABLE config_workers (
+                instance TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                generation INTEGER NOT NULL,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (instance, pid)
+            )""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,12 +12,15 @@ from pathlib import Path
 import requests
 import yaml
 
+from tests.install import installed_bin, llmrelay_command
 from tests.mock_upstream import MockOpenAI
 from tests.servers import ROOT, ProxyProcess, free_port
 
 
-def llmrelay(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], cwd=ROOT, capture_output=True,
+def llmrelay(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+             cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The installed command, run from a folder outside the checkout."""
+    return subprocess.run([*llmrelay_command(), *args], cwd=cwd or "/tmp", capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
@@ -41,7 +43,7 @@ def test_bad_config_exits_non_zero_naming_paths(tmp_path: Path) -> None:
 
 
 def test_pipeline_command_prints_the_resolved_chain() -> None:
-    done = llmrelay("pipeline", "--config", "conf/config.yaml")
+    done = llmrelay("pipeline", "--config", str(ROOT / "conf" / "config.yaml"))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     order = [line.split()[1] for line in lines if line.strip()[:2].rstrip(".").isdigit()]
@@ -55,8 +57,9 @@ def test_start_log_and_config_file_path(upstream: MockOpenAI, tmp_path: Path) ->
         {"model_name": "alpha", "litellm_params": {"model": "openai/a", "mock_response": "A"}},
         {"model_name": "beta", "litellm_params": {"model": "openai/b", "mock_response": "B"}}]}))
     port = free_port()
-    env = {**os.environ, "CONFIG_FILE_PATH": str(path), "PORT": str(port), "HOST": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, "-m", "proxy"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    env = {**os.environ, "CONFIG_FILE_PATH": str(path), "PORT": str(port), "HOST": "127.0.0.1",
+           "LLMRELAY_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen(llmrelay_command(), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -112,9 +115,12 @@ def test_plain_gunicorn_serves_the_same_app(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"model_list": [
         {"model_name": "g", "litellm_params": {"model": "openai/g", "mock_response": "from gunicorn"}}]}))
     port = free_port()
-    env = {**os.environ, "CONFIG_FILE_PATH": str(path), "LLMRELAY_BIND": f"127.0.0.1:{port}"}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "conf/gunicorn.conf.py", "wsgi:app"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "CONFIG_FILE_PATH": str(path), "LLMRELAY_BIND": f"127.0.0.1:{port}",
+           "LLMRELAY_STATE_DIR": str(tmp_path / "state")}
+    # the installed package's wsgi module, with the example gunicorn file reusing its defaults
+    log = tmp_path / "gunicorn.log"
+    cmd = [str(installed_bin() / "python"), "-m", "gunicorn", "-c", str(ROOT / "conf" / "gunicorn.conf.py"), "wsgi:app"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -130,3 +136,6 @@ def test_plain_gunicorn_serves_the_same_app(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+    text = log.read_text()
+    assert "Using worker: proxy.worker.RelayWorker" in text
+    assert "Traceback" not in text

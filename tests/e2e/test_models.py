@@ -240,11 +240,8 @@ def test_reload_under_load_drops_nothing(upstream, workdir) -> None:
             write_atomically(path, yaml.safe_dump(config))
             r = requests.post(f"{server.url}/config/reload", headers=AUTH)
             assert r.status_code == 200 and f"added-{i}" in r.json()["models"]
-            # every worker swaps the new config in (polled every 0.25 s; allow for a busy machine)
-            deadline = time.monotonic() + 5
-            while [chat(server, f"added-{i}").status_code for _ in range(12)] != [200] * 12:
-                assert time.monotonic() < deadline, server.log()[-3000:]
-                time.sleep(0.1)
+            # the reload answered once every worker serves it
+            assert [chat(server, f"added-{i}").status_code for _ in range(12)] == [200] * 12
             answer = chat(server, f"added-{i}").json()
             assert answer.get("choices", [{}])[0].get("message", {}).get("content") == f"added {i}", (
                 answer, [line for line in server.log().splitlines() if not line.startswith("{")][-30:])

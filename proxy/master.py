@@ -1,0 +1,118 @@
+"""The master's share of the work: check before any worker starts, then reload on SIGHUP.
+
+Before a worker is forked the master loads and builds the config as a worker would, checks that
+the state directory and the store can be written, and publishes the validated text as the
+first config generation. A problem exits with status 2 and one line naming the setting and the
+path: a worker never dies at boot over something the master could have seen.
+
+SIGHUP re-validates the file and publishes it as the next generation; every worker applies that
+snapshot in place (proxy/live.py), keeping its connections. A file that does not validate is
+refused and logged; the workers are untouched, so a bad file can never leave the proxy without
+workers, as gunicorn's own restart-on-HUP could.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import sys
+import threading
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+from proxy.app import STORE_ENV
+from proxy.bucket import config_path_from_env
+from proxy.config import Config
+from proxy.errors import ConfigError
+from proxy.gateway import check_config, database_path, open_store
+from proxy.generations import INSTANCE_ENV, Generations, Instance
+from proxy.live import reload_deadline
+from proxy.statedir import STATE_DIR_ENV, state_dir, writable_problem
+from proxy.store import Store, StoreError
+
+log = logging.getLogger("llmrelay")
+
+
+def fail(lines: Iterable[str], header: str | None = None) -> NoReturn:
+    """Exit 2 with one line per problem on stderr."""
+    if header:
+        sys.stderr.write(f"llmrelay: {header}\n" + "".join(f"  {line}\n" for line in lines))
+    else:
+        sys.stderr.write("".join(f"llmrelay: {line}\n" for line in lines))
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def prepare(config_path: str | None) -> Config:
+    """Everything the master checks and publishes before forking; exits 2 on a problem."""
+    if not config_path:
+        fail(["no config: pass --config FILE, set CONFIG_FILE_PATH or LITELLM_CONFIG_BUCKET_NAME"])
+    try:
+        config, text = check_config(config_path)
+    except ConfigError as exc:
+        fail(exc.errors, header=f"config {config_path} is not valid:")
+    assert config.path is not None
+    folder, _ = state_dir()
+    os.environ[STATE_DIR_ENV] = str(folder)  # every worker and reload uses the same folder
+    os.environ["CONFIG_FILE_PATH"] = str(config.path)
+    instance = Instance(socket.gethostname(), os.getpid())
+    instance.export()
+    located = database_path(config)
+    if located is not None:
+        path, setting = located
+        problem = writable_problem(path)
+        if problem:
+            fail([f"{setting}: {problem}"])
+        try:
+            store = open_store(config, path)
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            fail([f"{setting}: {path} cannot be opened as the store ({exc})"])
+        assert store is not None
+        with store:
+            generations = Generations(store, instance)
+            generations.prune_dead_instances()
+            generations.publish(config.path, text)
+        os.environ[STORE_ENV] = str(path)
+    return config
+
+
+def prepare_once() -> None:
+    """``prepare`` unless this process already did (``llmrelay`` prepares before gunicorn runs)."""
+    if os.environ.get(INSTANCE_ENV) != Instance(socket.gethostname(), os.getpid()).id:
+        prepare(config_path_from_env())
+
+
+def install_reload(arbiter: Any) -> None:
+    """SIGHUP: validate, publish the next generation, and log when every worker serves it."""
+
+    def handle_hup() -> None:
+        path = os.environ.get("CONFIG_FILE_PATH")
+        store_path = os.environ.get(STORE_ENV)
+        if not path or not store_path:
+            log.error("SIGHUP: no config file or store to reload from; nothing changed")
+            return
+        try:
+            config, text = check_config(path)
+        except ConfigError as exc:
+            log.error("SIGHUP: config %s refused, every worker keeps its config:\n  %s",
+                      path, "\n  ".join(exc.errors))
+            return
+        with Store(store_path) as store:
+            generation = Generations(store, Instance.here()).publish(config.path, text)
+        log.info("SIGHUP: config %s validated as generation %d; workers apply it in place", path, generation)
+        threading.Thread(target=report_when_applied, args=(store_path, generation), daemon=True).start()
+
+    arbiter.handle_hup = handle_hup
+
+
+def report_when_applied(store_path: str, generation: int) -> None:
+    """Log whether every worker took ``generation`` within the reload deadline."""
+    with Store(store_path) as store:
+        behind = Generations(store, Instance.here()).wait(generation, reload_deadline())
+    if behind:
+        log.error("config generation %d: worker(s) %s did not apply it within %gs",
+                  generation, ", ".join(map(str, behind)), reload_deadline())
+    else:
+        log.info("config generation %d: every worker serves it", generation)
