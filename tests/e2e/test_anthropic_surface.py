@@ -30,8 +30,9 @@ def anthropic_upstream() -> Iterator[MockAnthropic]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def proxy(upstream: MockOpenAI, anthropic_upstream: MockAnthropic) -> Iterator[ProxyProcess]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def proxy(request: pytest.FixtureRequest, upstream: MockOpenAI,
+          anthropic_upstream: MockAnthropic) -> Iterator[ProxyProcess]:
     config = {
         "model_list": [
             {"model_name": "gpt-4o-mini", "litellm_params": {
@@ -43,7 +44,7 @@ def proxy(upstream: MockOpenAI, anthropic_upstream: MockAnthropic) -> Iterator[P
         ],
         "general_settings": {"master_key": MASTER},
     }
-    with ProxyProcess(config) as server:
+    with ProxyProcess(config, workers=request.param) as server:
         yield server
 
 

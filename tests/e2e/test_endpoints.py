@@ -14,8 +14,8 @@ from tests.servers import ProxyProcess
 MASTER = "sk-endpoints"
 
 
-@pytest.fixture(scope="module")
-def proxy(upstream: MockOpenAI) -> Iterator[ProxyProcess]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def proxy(request: pytest.FixtureRequest, upstream: MockOpenAI) -> Iterator[ProxyProcess]:
     def dep(name: str, model: str) -> dict:
         return {"model_name": name, "litellm_params": {"model": model, "api_base": upstream.url,
                                                        "api_key": "sk-upstream"}}
@@ -30,7 +30,7 @@ def proxy(upstream: MockOpenAI) -> Iterator[ProxyProcess]:
         ],
         "general_settings": {"master_key": MASTER},
     }
-    with ProxyProcess(config) as server:
+    with ProxyProcess(config, workers=request.param) as server:
         yield server
 
 

@@ -24,8 +24,8 @@ WEATHER = {
 }
 
 
-@pytest.fixture(scope="module")
-def proxy(upstream: MockOpenAI) -> Iterator[ProxyProcess]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def proxy(request: pytest.FixtureRequest, upstream: MockOpenAI) -> Iterator[ProxyProcess]:
     config = {
         "model_list": [
             {"model_name": "gpt-4o-mini", "litellm_params": {
@@ -45,7 +45,7 @@ def proxy(upstream: MockOpenAI) -> Iterator[ProxyProcess]:
         ],
         "general_settings": {"master_key": MASTER},
     }
-    with ProxyProcess(config) as server:
+    with ProxyProcess(config, workers=request.param) as server:
         yield server
 
 
