@@ -52,12 +52,13 @@ def describe(gateway: Gateway, dep: Deployment) -> dict[str, Any]:
     info: dict[str, Any] = {k: known.get(k) for k in COST_FIELDS}
     info["litellm_provider"] = info["litellm_provider"] or dep.provider
     info["mode"] = info["mode"] or "chat"
-    info.update(public_params(dep.model_info))
+    info.update(public_params(dep.model_info, dep.supplied))
     info["id"] = dep.id
     info["db_model"] = dep.source == "db"
     info["supported_openai_params"] = sorted(dep.adapter.supported_params)
     credential_keys = gateway.config.credential_keys(dep.params.get("litellm_credential_name"))
-    return {"model_name": dep.model_name, "litellm_params": public_params(dep.raw_params, credential_keys),
+    return {"model_name": dep.model_name,
+            "litellm_params": public_params(dep.params, dep.supplied, credential_keys),
             "model_info": info}
 
 

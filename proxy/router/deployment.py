@@ -104,7 +104,8 @@ class Deployment:
     headers: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)  # provider params sent as request defaults
     source: str = "config"  # config | db
-    raw_params: dict[str, Any] = field(default_factory=dict)  # as written (os.environ/ unresolved)
+    #: values that came from outside the file (environment, credential): never shown anywhere
+    supplied: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:
@@ -119,7 +120,7 @@ class Deployment:
         *,
         index: int = 0,
         source: str = "config",
-        raw_params: dict[str, Any] | None = None,
+        supplied: frozenset[str] = frozenset(),
     ) -> Deployment:
         """Build from a validated model_list entry; raises ValueError with a readable reason."""
         params = dict(entry["litellm_params"])
@@ -149,7 +150,7 @@ class Deployment:
             headers=headers,
             defaults={k: v for k, v in params.items() if k not in consumed},
             source=source,
-            raw_params=dict(raw_params if raw_params is not None else params),
+            supplied=supplied,
         )
 
 
