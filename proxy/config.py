@@ -85,6 +85,8 @@ class LitellmParams(Open):
     extra_headers = fields.Dict(keys=fields.Str(), values=fields.Raw(), allow_none=True)
     litellm_credential_name = fields.Str(allow_none=True)
     custom_llm_provider = fields.Str(allow_none=True)
+    drop_params = fields.Bool(allow_none=True)
+    additional_drop_params = fields.List(fields.Str(), allow_none=True)
 
 
 class ModelEntry(Schema):

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Body fields that steer the proxy and are never forwarded (LiteLLM accepts the same).
-PROXY_FIELDS = ("metadata", "mock_response", "drop_params", "num_retries", "timeout",
-                "request_timeout", "litellm_metadata")
+PROXY_FIELDS = ("metadata", "mock_response", "drop_params", "additional_drop_params", "num_retries",
+                "timeout", "request_timeout", "litellm_metadata")
 
 #: Exact paths of the LLM endpoints -> endpoint kind.
 PATHS = {

@@ -48,6 +48,7 @@ CONTROL_PARAMS = frozenset(
         "final_prompt_value",
         "bos_token",
         "eos_token",
+        "drop_params",
         "additional_drop_params",
         # cloud credentials and placement, used by the adapters that sign or route by them
         "region_name",
