@@ -13,7 +13,8 @@ def test_openapi_lists_llm_and_admin_endpoints(monkeypatch) -> None:
     client = create_app(dict(CONFIG), live=False).test_client()
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
-    for path in ("/v1/chat/completions", "/v1/messages", "/model/info", "/model/new", "/health/readiness",
+    for path in ("/v1/chat/completions", "/v1/messages", "/anthropic/v1/messages",
+                 "/anthropic/v1/messages/count_tokens", "/model/info", "/model/new", "/health/readiness",
                  "/route/explain", "/spend/logs", "/utils/token_counter"):
         assert path in spec["paths"], path
     assert "post" in spec["paths"]["/model/new"] and "get" in spec["paths"]["/model/info"]
