@@ -53,13 +53,15 @@ def test_model_info_never_shows_environment_organizations(monkeypatch, tmp_path)
     assert orgs[0]["model_info"]["access_groups"] == ["public-group"]
     groups = client.get("/model/group/info").get_json()["data"]
     assert SECRET_ENV["LLMRELAY_T_GROUP"] not in orjson.dumps(groups).decode()
+    assert client.get("/model_group/info").get_json()["data"] == groups  # LiteLLM's path, same answer
+    assert [g["model_group"] for g in client.get("/model_group/info?model_group=orgs").get_json()["data"]] == ["orgs"]
 
     # a runtime model whose organization list comes from the environment
     r = client.post("/model/new", json={"model_name": "runtime", "litellm_params": {
         "model": "openai/r", "api_key": "k", "organization": ["os.environ/LLMRELAY_T_RUNTIME", "org-public"]}})
     assert r.status_code == 200, r.get_json()
     client.application.extensions["llmrelay"].refresh_models(force=True)
-    for path in ("/model/info", "/v1/model/info", "/model/group/info"):
+    for path in ("/model/info", "/v1/model/info", "/model/group/info", "/model_group/info"):
         text = client.get(path).get_data(as_text=True)
         assert "org-runtime-env" not in text and SECRET_ENV["LLMRELAY_T_ORG_A"] not in text, path
     runtime = [r for r in client.get("/model/info").get_json()["data"] if r["model_name"] == "runtime"]

@@ -1,4 +1,4 @@
-"""Model management: /model/info, /model/group/info, /model/new|update|delete, /utils/token_counter.
+"""Model management: /model/info, /model_group/info, /model/new|update|delete, /utils/token_counter.
 
 Runtime models are validated exactly like config entries, stored in SQLite (their
 ``os.environ/`` references unresolved), and served by every worker within a second. Nothing shown
@@ -119,9 +119,11 @@ def make_blueprint(gateway: Gateway, live: LiveUpdates) -> Blueprint:
             raise NotFound(f"no model with id {wanted}", param="litellm_model_id")
         return json_response({"data": [describe(gateway, d) for d in deps]})
 
+    @bp.get("/model_group/info")  # LiteLLM's path
     @bp.get("/model/group/info")
     @bp.get("/v1/model/group/info")
     def model_group_info() -> Response:
+        """Model groups: what the deployments sharing a model name offer together."""
         gateway.keys.caller(request.headers)
         groups: dict[str, list[dict[str, Any]]] = {}
         for dep in gateway.services.visible_deployments():

@@ -102,7 +102,7 @@ def test_environment_organizations_are_used_but_never_shown(proxy, upstream) -> 
         assert chat(proxy, "per-org").status_code == 200
     sent = {r["headers"].get("openai-organization") for r in upstream.requests()}
     assert {"org-env-first", "org-env-second"} <= sent  # each organization is a deployment of its own
-    for path in ("/model/info", "/v1/model/info", "/model/group/info", "/v1/model/group/info"):
+    for path in ("/model/info", "/v1/model/info", "/model/group/info", "/v1/model/group/info", "/model_group/info"):
         r = requests.get(f"{proxy.url}{path}", headers=AUTH)
         assert r.status_code == 200
         assert "org-env-first" not in r.text and "org-env-second" not in r.text, path
@@ -118,6 +118,12 @@ def test_model_group_info(proxy) -> None:
     groups = {g["model_group"]: g for g in r.json()["data"]}
     assert groups["gpt-4o-mini"]["max_input_tokens"] == 128000
     assert groups["gpt-4o-mini"]["access_groups"] == ["beta"]
+    litellm_path = requests.get(f"{proxy.url}/model_group/info", headers=AUTH)  # LiteLLM's spelling
+    assert litellm_path.status_code == 200 and litellm_path.json() == r.json()
+    one = requests.get(f"{proxy.url}/model_group/info", headers=AUTH, params={"model_group": "with-cred"}).json()
+    assert [g["model_group"] for g in one["data"]] == ["with-cred"]
+    assert requests.get(f"{proxy.url}/model_group/info").status_code == 401
+    assert "/model_group/info" in requests.get(f"{proxy.url}/openapi.json").json()["paths"]
 
 
 def test_bad_model_bodies_are_400_naming_the_field(proxy) -> None:
