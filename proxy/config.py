@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from proxy.client_credentials import ClientAuthRules
 from proxy.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,17 @@ class StrOrList(fields.Field):
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
         raise ValidationError("Must be a string or a list of strings.")
+
+
+class ClientAuthParams(fields.Field):
+    """``configurable_clientside_auth_params``: param names and ``{"api_base": "<regex>"}``."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        try:
+            ClientAuthRules.parse(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        return value
 
 
 class FallbackList(fields.Field):
@@ -87,6 +99,7 @@ class LitellmParams(Open):
     custom_llm_provider = fields.Str(allow_none=True)
     drop_params = fields.Bool(allow_none=True)
     additional_drop_params = fields.List(fields.Str(), allow_none=True)
+    configurable_clientside_auth_params = ClientAuthParams(allow_none=True)
 
 
 class ModelEntry(Schema):
@@ -144,6 +157,7 @@ class GeneralSettings(Open):
     database_connection_pool_limit = fields.Int(validate=validate.Range(min=1))
     database_connection_timeout = fields.Float(validate=validate.Range(min=0))
     alerting = fields.List(fields.Str())
+    allow_client_side_credentials = fields.Bool()
 
 
 class ConfigFile(Schema):

@@ -103,7 +103,8 @@ class Gateway:
         services.router = Router(services, self.state, strategy)
         timeout = config.setting("timeout") or config.litellm_settings.get("request_timeout") or DEFAULT_TIMEOUT
         dispatcher = Dispatcher(self.transport, self.tokens, float(timeout),
-                                config.router_settings.get("stream_timeout"))
+                                config.router_settings.get("stream_timeout"),
+                                bool(config.general_settings.get("allow_client_side_credentials")))
         pipeline = Pipeline.build(config.pipeline, services, dispatcher)
         keys = KeyChecker(config.general_settings.get("master_key"))
         # one assignment each; a request in flight keeps the objects it already holds

@@ -88,7 +88,18 @@ def group_info(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "supports_vision": any(i.get("supports_vision") for i in infos),
         "supported_openai_params": params,
         "access_groups": sorted({g for i in infos for g in i.get("access_groups") or []}),
+        "configurable_clientside_auth_params": clientside_params(rows),
     }
+
+
+def clientside_params(rows: list[dict[str, Any]]) -> list[Any] | None:
+    """What callers may bring themselves to this group (LiteLLM shows it in its group info)."""
+    out: list[Any] = []
+    for row in rows:
+        for entry in row["litellm_params"].get("configurable_clientside_auth_params") or ():
+            if entry not in out:
+                out.append(entry)
+    return out or None
 
 
 def make_blueprint(gateway: Gateway, live: LiveUpdates) -> Blueprint:

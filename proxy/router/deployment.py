@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from proxy.client_credentials import ClientAuthRules
 from proxy.providers.base import Adapter
 from proxy.providers.registry import ProviderRegistry
 
@@ -50,6 +51,7 @@ CONTROL_PARAMS = frozenset(
         "eos_token",
         "drop_params",
         "additional_drop_params",
+        "configurable_clientside_auth_params",
         # cloud credentials and placement, used by the adapters that sign or route by them
         "region_name",
         "aws_region_name",
@@ -107,6 +109,8 @@ class Deployment:
     source: str = "config"  # config | db
     #: values that came from outside the file (environment, credential): never shown anywhere
     supplied: frozenset[str] = frozenset()
+    #: which client-side credentials a request may bring (configurable_clientside_auth_params)
+    client_auth: ClientAuthRules | None = None
 
     @property
     def label(self) -> str:
@@ -152,6 +156,7 @@ class Deployment:
             defaults={k: v for k, v in params.items() if k not in consumed},
             source=source,
             supplied=supplied,
+            client_auth=ClientAuthRules.parse(params.get("configurable_clientside_auth_params")),
         )
 
 
