@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from proxy.client_credentials import ClientAuthRules
 from proxy.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,17 @@ class StrOrList(fields.Field):
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
         raise ValidationError("Must be a string or a list of strings.")
+
+
+class ClientAuthParams(fields.Field):
+    """``configurable_clientside_auth_params``: param names and ``{"api_base": "<regex>"}``."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        try:
+            ClientAuthRules.parse(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        return value
 
 
 class FallbackList(fields.Field):
@@ -85,6 +97,9 @@ class LitellmParams(Open):
     extra_headers = fields.Dict(keys=fields.Str(), values=fields.Raw(), allow_none=True)
     litellm_credential_name = fields.Str(allow_none=True)
     custom_llm_provider = fields.Str(allow_none=True)
+    drop_params = fields.Bool(allow_none=True)
+    additional_drop_params = fields.List(fields.Str(), allow_none=True)
+    configurable_clientside_auth_params = ClientAuthParams(allow_none=True)
 
 
 class ModelEntry(Schema):
@@ -142,6 +157,7 @@ class GeneralSettings(Open):
     database_connection_pool_limit = fields.Int(validate=validate.Range(min=1))
     database_connection_timeout = fields.Float(validate=validate.Range(min=0))
     alerting = fields.List(fields.Str())
+    allow_client_side_credentials = fields.Bool()
 
 
 class ConfigFile(Schema):
@@ -187,12 +203,20 @@ class Config:
     credential_list: list[dict[str, Any]]
     pipeline: list[Any] | None
     env_paths: set[str] = field(default_factory=set)  # config paths whose value came from os.environ/
-    raw_model_list: list[dict[str, Any]] = field(default_factory=list)  # as written, before resolution
+    env_values: frozenset[str] = frozenset()  # the values those os.environ/ references resolved to
     warnings: list[str] = field(default_factory=list)
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
+
+    def supplied_values(self, credential_name: str | None = None) -> frozenset[str]:
+        """Values that came from outside the file for a deployment using ``credential_name``:
+        every environment value, plus that credential's values. They are never shown."""
+        for cred in self.credential_list:
+            if credential_name and cred["credential_name"] == credential_name:
+                return self.env_values | scalar_strings(cred["credential_values"])
+        return self.env_values
 
     def credential_keys(self, name: str | None) -> set[str]:
         """Param names a credential supplies (their values are secrets wherever they appear)."""
@@ -229,22 +253,42 @@ def flatten_errors(messages: Any, prefix: str = "") -> list[str]:
     return [f"{prefix or '(config)'}: {messages}"]
 
 
-def resolve_env(value: Any, path: str, env_paths: set[str], missing: list[str]) -> Any:
-    """Replace every ``os.environ/NAME`` string, at any depth, by the variable's value."""
+def resolve_env(
+    value: Any, path: str, env_paths: set[str], missing: list[str], env_values: set[str] | None = None
+) -> Any:
+    """Replace every ``os.environ/NAME`` string, at any depth, by the variable's value.
+
+    The values found are added to ``env_values``: wherever they travel later (an organization
+    list expanded, a credential merged, a wildcard made concrete), they are never shown.
+    """
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
         name = value[len(ENV_PREFIX):]
         env_paths.add(path)
         if name not in os.environ:
             missing.append(f"{path}: environment variable {name} is not set")
-        return os.environ.get(name)
+        found = os.environ.get(name)
+        if found and env_values is not None:
+            env_values.add(found)
+        return found
     if isinstance(value, dict):
         return {
-            k: resolve_env(v, f"{path}.{k}" if path else str(k), env_paths, missing)
+            k: resolve_env(v, f"{path}.{k}" if path else str(k), env_paths, missing, env_values)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [resolve_env(v, f"{path}[{i}]", env_paths, missing) for i, v in enumerate(value)]
+        return [resolve_env(v, f"{path}[{i}]", env_paths, missing, env_values) for i, v in enumerate(value)]
     return value
+
+
+def scalar_strings(value: Any) -> set[str]:
+    """Every scalar inside ``value`` as a string (how a supplied value is recognised later)."""
+    if isinstance(value, dict):
+        return {s for v in value.values() for s in scalar_strings(v)}
+    if isinstance(value, list):
+        return {s for v in value for s in scalar_strings(v)}
+    if value is None or value == "":
+        return set()
+    return {str(value)}
 
 
 def read_text(path: Path) -> str:
@@ -339,8 +383,9 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None, t
 
     export_environment(raw)
     env_paths: set[str] = set()
+    env_values: set[str] = set()
     missing: list[str] = []
-    resolved = resolve_env(raw, "", env_paths, missing)
+    resolved = resolve_env(raw, "", env_paths, missing, env_values)
 
     try:
         data = ConfigFile().load(resolved)
@@ -366,21 +411,21 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None, t
         credential_list=data.get("credential_list") or [],
         pipeline=data.get("pipeline"),
         env_paths=env_paths,
+        env_values=frozenset(env_values),
         warnings=warnings,
-        raw_model_list=[e for e in (raw.get("model_list") or []) if isinstance(e, dict)],
     )
 
 
-def resolve_model_entry(entry: Any, config: Config) -> dict[str, Any]:
+def resolve_model_entry(entry: Any, config: Config, env_values: set[str] | None = None) -> dict[str, Any]:
     """A runtime model (``POST /model/new``, the store) checked and resolved like a config entry.
 
-    ``os.environ/`` values are resolved and the config's credentials merged; raises ConfigError
-    whose lines name the field (``litellm_params.model: ...``).
+    ``os.environ/`` values are resolved (and added to ``env_values``) and the config's credentials
+    merged; raises ConfigError whose lines name the field (``litellm_params.model: ...``).
     """
     if not isinstance(entry, dict):
         raise ConfigError(["(body): must be a JSON object with model_name and litellm_params"])
     missing: list[str] = []
-    resolved = resolve_env(entry, "", set(), missing)
+    resolved = resolve_env(entry, "", set(), missing, env_values)
     try:
         data = ModelEntry().load(resolved)
     except ValidationError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from proxy import client_credentials
 from proxy.errors import BadRequest, ProxyError
 from proxy.providers import mock
 from proxy.providers.shapes import include_usage
@@ -31,15 +32,19 @@ class Dispatcher:
         tokens: TokenCounter,
         timeout: float,
         stream_timeout: float | None = None,
+        allow_client_side_credentials: bool = False,
     ) -> None:
         self.transport = transport
         self.tokens = tokens
         self.timeout = timeout
         self.stream_timeout = stream_timeout
+        self.allow_client_side_credentials = allow_client_side_credentials
 
     def __call__(self, ctx: RequestContext) -> Any:
         dep = ctx.deployment
         assert dep is not None, "route must run before the upstream call"
+        if "client_credentials" in ctx.extra:  # here, so no pipeline can leave them unchecked
+            dep = ctx.deployment = client_credentials.apply(ctx, dep, self.allow_client_side_credentials)
         text = ctx.mock_response if ctx.mock_response is not None else dep.mock_response
         if text is not None:
             return self._mock(ctx, dep, str(text))

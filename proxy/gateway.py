@@ -128,7 +128,8 @@ class Gateway:
         services.router = Router(services, self.state, strategy)
         timeout = config.setting("timeout") or config.litellm_settings.get("request_timeout") or DEFAULT_TIMEOUT
         dispatcher = Dispatcher(self.transport, self.tokens, float(timeout),
-                                config.router_settings.get("stream_timeout"))
+                                config.router_settings.get("stream_timeout"),
+                                bool(config.general_settings.get("allow_client_side_credentials")))
         pipeline = Pipeline.build(config.pipeline, services, dispatcher)
         keys = KeyChecker(config.general_settings.get("master_key"))
         # one assignment each; a request in flight keeps the objects it already holds
@@ -141,7 +142,7 @@ class Gateway:
     def build_models(self, config: Config) -> ModelRegistry:
         aliases = config.router_settings.get("model_group_alias") or {}
         return ModelRegistry.from_entries(config.model_list, self.providers, aliases,
-                                          raw_entries=config.raw_model_list, extra=self.runtime_models(config))
+                                          supplied=config.supplied_values, extra=self.runtime_models(config))
 
     def runtime_models(self, config: Config) -> list[Deployment]:
         """Deployments added at runtime (the store); one that no longer loads is skipped, loudly."""
@@ -153,14 +154,14 @@ class Gateway:
             entry = {"model_name": row["model_name"], "litellm_params": row["litellm_params"],
                      "model_info": {**row["model_info"], "id": row["id"]}}
             try:
-                resolved = resolve_model_entry(entry, config)
+                from_env: set[str] = set()
+                resolved = resolve_model_entry(entry, config, from_env)
+                supplied = config.supplied_values(resolved["litellm_params"].get("litellm_credential_name"))
+                supplied = supplied | from_env
                 for j, one in enumerate(expand_organizations(resolved)):
-                    raw = dict(row["litellm_params"])
-                    if "organization" in raw:
-                        raw["organization"] = one["litellm_params"].get("organization")
                     if j:
                         one["model_info"] = {**one["model_info"], "id": f"{row['id']}-{j}"}
-                    out.append(Deployment.from_entry(one, self.providers, source="db", raw_params=raw))
+                    out.append(Deployment.from_entry(one, self.providers, source="db", supplied=supplied))
             except (ConfigError, UnsupportedProvider) as exc:
                 log.error("runtime model %s (%s) cannot be served: %s", row["id"], row["model_name"], exc)
         return out

@@ -13,10 +13,13 @@ def test_openapi_lists_llm_and_admin_endpoints(monkeypatch) -> None:
     client = create_app(dict(CONFIG), live=False).test_client()
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
-    for path in ("/v1/chat/completions", "/v1/messages", "/model/info", "/model/new", "/health/readiness",
+    for path in ("/v1/chat/completions", "/v1/messages", "/anthropic/v1/messages",
+                 "/anthropic/v1/messages/count_tokens", "/model/info", "/model_group/info", "/model/group/info",
+                 "/model/new", "/health/readiness",
                  "/route/explain", "/spend/logs", "/utils/token_counter"):
         assert path in spec["paths"], path
     assert "post" in spec["paths"]["/model/new"] and "get" in spec["paths"]["/model/info"]
+    assert spec["paths"]["/model_group/info"]["get"]["summary"].startswith("Model groups")
     page = client.get("/")
     assert page.status_code == 200 and b"swagger-ui" in page.data
 

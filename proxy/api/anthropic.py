@@ -1,4 +1,5 @@
-"""The Anthropic-compatible surface: ``POST /v1/messages`` and ``/v1/messages/count_tokens``.
+"""The Anthropic-compatible surface: ``POST /v1/messages`` and ``/v1/messages/count_tokens``
+(also under ``/anthropic``, e.g. ``/anthropic/v1/messages``).
 
 Clients of Anthropic's Messages API (the ``anthropic`` SDKs, tools built on them) point their
 base URL at the proxy and name a ``model_name`` from the config. The request is translated into
@@ -362,10 +363,12 @@ def count_tokens(gateway: Gateway, raw: bytes, headers: Any) -> Reply:
     return json_reply({"input_tokens": counted.total_tokens})
 
 
-#: The paths answered here (with and without /v1, as LiteLLM serves them).
+#: The paths answered here: with and without /v1, and under /anthropic, the base URL Anthropic
+#: SDK users give for a LiteLLM proxy (``base_url="http://proxy:4000/anthropic"``).
 ROUTES: dict[str, Callable[[Gateway, bytes, Any], Reply]] = {
-    "/v1/messages": serve_messages, "/messages": serve_messages,
+    "/v1/messages": serve_messages, "/messages": serve_messages, "/anthropic/v1/messages": serve_messages,
     "/v1/messages/count_tokens": count_tokens, "/messages/count_tokens": count_tokens,
+    "/anthropic/v1/messages/count_tokens": count_tokens,
 }
 
 

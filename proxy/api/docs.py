@@ -24,6 +24,8 @@ LLM_ENDPOINTS = {
     "/openai/deployments/{deployment}/chat/completions": "Azure OpenAI-style chat completion",
     "/v1/messages": "Anthropic Messages API, served by any configured model",
     "/v1/messages/count_tokens": "Anthropic token count",
+    "/anthropic/v1/messages": "Anthropic Messages API (for base_url=<proxy>/anthropic)",
+    "/anthropic/v1/messages/count_tokens": "Anthropic token count (for base_url=<proxy>/anthropic)",
 }
 
 SWAGGER_PAGE = """<!doctype html>

@@ -1,4 +1,4 @@
-"""Model management: /model/info, /model/group/info, /model/new|update|delete, /utils/token_counter.
+"""Model management: /model/info, /model_group/info, /model/new|update|delete, /utils/token_counter.
 
 Runtime models are validated exactly like config entries, stored in SQLite (their
 ``os.environ/`` references unresolved), and served by every worker within a second. Nothing shown
@@ -52,12 +52,13 @@ def describe(gateway: Gateway, dep: Deployment) -> dict[str, Any]:
     info: dict[str, Any] = {k: known.get(k) for k in COST_FIELDS}
     info["litellm_provider"] = info["litellm_provider"] or dep.provider
     info["mode"] = info["mode"] or "chat"
-    info.update(public_params(dep.model_info))
+    info.update(public_params(dep.model_info, dep.supplied))
     info["id"] = dep.id
     info["db_model"] = dep.source == "db"
     info["supported_openai_params"] = sorted(dep.adapter.supported_params)
     credential_keys = gateway.config.credential_keys(dep.params.get("litellm_credential_name"))
-    return {"model_name": dep.model_name, "litellm_params": public_params(dep.raw_params, credential_keys),
+    return {"model_name": dep.model_name,
+            "litellm_params": public_params(dep.params, dep.supplied, credential_keys),
             "model_info": info}
 
 
@@ -87,7 +88,18 @@ def group_info(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "supports_vision": any(i.get("supports_vision") for i in infos),
         "supported_openai_params": params,
         "access_groups": sorted({g for i in infos for g in i.get("access_groups") or []}),
+        "configurable_clientside_auth_params": clientside_params(rows),
     }
+
+
+def clientside_params(rows: list[dict[str, Any]]) -> list[Any] | None:
+    """What callers may bring themselves to this group (LiteLLM shows it in its group info)."""
+    out: list[Any] = []
+    for row in rows:
+        for entry in row["litellm_params"].get("configurable_clientside_auth_params") or ():
+            if entry not in out:
+                out.append(entry)
+    return out or None
 
 
 def make_blueprint(gateway: Gateway, live: LiveUpdates) -> Blueprint:
@@ -118,9 +130,11 @@ def make_blueprint(gateway: Gateway, live: LiveUpdates) -> Blueprint:
             raise NotFound(f"no model with id {wanted}", param="litellm_model_id")
         return json_response({"data": [describe(gateway, d) for d in deps]})
 
+    @bp.get("/model_group/info")  # LiteLLM's path
     @bp.get("/model/group/info")
     @bp.get("/v1/model/group/info")
     def model_group_info() -> Response:
+        """Model groups: what the deployments sharing a model name offer together."""
         gateway.keys.caller(request.headers)
         groups: dict[str, list[dict[str, Any]]] = {}
         for dep in gateway.services.visible_deployments():

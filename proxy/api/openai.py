@@ -24,6 +24,7 @@ from flask import Blueprint, Response, request
 from marshmallow import ValidationError
 from werkzeug.datastructures import EnvironHeaders
 
+from proxy import client_credentials
 from proxy.api.render import Reply, context_headers, error_reply, json_reply, json_response, stream_reply
 from proxy.api.schemas import SCHEMAS
 from proxy.config import flatten_errors
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Body fields that steer the proxy and are never forwarded (LiteLLM accepts the same).
-PROXY_FIELDS = ("metadata", "mock_response", "drop_params", "num_retries", "timeout",
-                "request_timeout", "litellm_metadata")
+PROXY_FIELDS = ("metadata", "mock_response", "drop_params", "additional_drop_params", "num_retries",
+                "timeout", "request_timeout", "litellm_metadata")
 
 #: Exact paths of the LLM endpoints -> endpoint kind.
 PATHS = {
@@ -74,6 +75,9 @@ def parse_body(kind: str, raw: bytes, engine: str | None = None) -> dict[str, An
 
 def build_context(kind: str, body: dict[str, Any], headers: Any) -> RequestContext:
     ctx = RequestContext(kind, body, headers)
+    credentials = client_credentials.take(body)  # checked against the chosen deployment later
+    if credentials:
+        ctx.extra["client_credentials"] = credentials
     for name in PROXY_FIELDS:
         if name in body:
             value = body.pop(name)
@@ -143,6 +147,7 @@ def run_batch(gateway: Gateway, body: dict[str, Any], headers: Any) -> Reply:
     if body.get("stream"):
         raise BadRequest("streaming is not available when several models are named", param="stream")
     models = [m.strip() for m in body["model"].split(",") if m.strip()]
+    client_credentials.take(dict(body))  # a malformed credential field is one 400, not one per model
 
     def one(model: str) -> dict[str, Any]:
         ctx = build_context("chat", {**body, "model": model}, headers)

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from proxy.errors import ContextWindowExceeded, ProxyError, UpstreamError, error_for_status
+from proxy.errors import (
+    ContentPolicyViolation,
+    ContextWindowExceeded,
+    ProxyError,
+    UpstreamError,
+    error_for_status,
+)
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
@@ -43,6 +49,10 @@ CONTEXT_WINDOW_MARKERS = (
     "prompt is too long",
     "input is too long",
 )
+
+#: Error codes that mean the provider's safety system refused the prompt (OpenAI sends
+#: ``content_policy_violation``; OpenAI-compatible servers copy it).
+CONTENT_POLICY_CODES = frozenset({"content_policy_violation"})
 
 
 def error_message(body: bytes) -> tuple[str, str | None, str | None]:
@@ -116,6 +126,8 @@ class Adapter:
             code == "context_length_exceeded" or any(m in lowered for m in CONTEXT_WINDOW_MARKERS)
         ):
             return ContextWindowExceeded(message, param=param)
+        if status == 400 and code in CONTENT_POLICY_CODES:
+            return ContentPolicyViolation(message, param=param)  # drives content_policy_fallbacks
         cls = error_for_status(status)
         retry_after = parse_retry_after(headers.get("retry-after"))
         status_out = status if status >= 500 else None

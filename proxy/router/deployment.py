@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from proxy.client_credentials import ClientAuthRules
 from proxy.providers.base import Adapter
 from proxy.providers.registry import ProviderRegistry
 
@@ -48,7 +49,9 @@ CONTROL_PARAMS = frozenset(
         "final_prompt_value",
         "bos_token",
         "eos_token",
+        "drop_params",
         "additional_drop_params",
+        "configurable_clientside_auth_params",
         # cloud credentials and placement, used by the adapters that sign or route by them
         "region_name",
         "aws_region_name",
@@ -104,7 +107,10 @@ class Deployment:
     headers: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)  # provider params sent as request defaults
     source: str = "config"  # config | db
-    raw_params: dict[str, Any] = field(default_factory=dict)  # as written (os.environ/ unresolved)
+    #: values that came from outside the file (environment, credential): never shown anywhere
+    supplied: frozenset[str] = frozenset()
+    #: which client-side credentials a request may bring (configurable_clientside_auth_params)
+    client_auth: ClientAuthRules | None = None
 
     @property
     def label(self) -> str:
@@ -119,7 +125,7 @@ class Deployment:
         *,
         index: int = 0,
         source: str = "config",
-        raw_params: dict[str, Any] | None = None,
+        supplied: frozenset[str] = frozenset(),
     ) -> Deployment:
         """Build from a validated model_list entry; raises ValueError with a readable reason."""
         params = dict(entry["litellm_params"])
@@ -149,7 +155,8 @@ class Deployment:
             headers=headers,
             defaults={k: v for k, v in params.items() if k not in consumed},
             source=source,
-            raw_params=dict(raw_params if raw_params is not None else params),
+            supplied=supplied,
+            client_auth=ClientAuthRules.parse(params.get("configurable_clientside_auth_params")),
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from proxy.errors import ConfigError
@@ -48,25 +49,23 @@ class ModelRegistry:
         aliases: dict[str, Any] | None = None,
         *,
         path: str = "model_list",
-        raw_entries: list[dict[str, Any]] | None = None,
+        supplied: Callable[[str | None], frozenset[str]] | None = None,
         extra: list[Deployment] | None = None,
     ) -> ModelRegistry:
         """Build from validated model_list entries; every bad entry is reported by config path.
 
-        ``raw_entries`` are the same entries as written (secrets unresolved), kept for display;
+        ``supplied(credential_name)`` gives the values that came from outside the file (the
+        config's ``supplied_values``), which the deployments keep so nothing shows them;
         ``extra`` are ready deployments (runtime models) served alongside.
         """
         errors: list[str] = []
         deployments: list[Deployment] = []
         for i, entry in enumerate(entries):
-            raw = raw_entries[i].get("litellm_params") if raw_entries and i < len(raw_entries) else None
+            hidden = supplied(entry["litellm_params"].get("litellm_credential_name")) if supplied else frozenset()
             for j, one in enumerate(expand_organizations(entry)):
-                raw_one = dict(raw or one["litellm_params"])
-                if "organization" in raw_one:
-                    raw_one["organization"] = one["litellm_params"].get("organization")
                 try:
                     deployments.append(Deployment.from_entry(
-                        one, providers, index=i * 1000 + j, source="config", raw_params=raw_one))
+                        one, providers, index=i * 1000 + j, source="config", supplied=hidden))
                 except UnsupportedProvider as exc:
                     errors.append(f"{path}[{i}].litellm_params.model: {exc}")
         if errors:
@@ -117,7 +116,8 @@ class ModelRegistry:
             entry = {"model_name": requested, "litellm_params": params,
                      "model_info": {k: v for k, v in dep.model_info.items() if k != "id"}}
             try:
-                out.append(Deployment.from_entry(entry, self.providers, index=i, source=dep.source))
+                out.append(Deployment.from_entry(entry, self.providers, index=i, source=dep.source,
+                                                 supplied=dep.supplied))
             except UnsupportedProvider as exc:
                 log.info("wildcard %s cannot serve %s: %s", dep.model_name, requested, exc)
         return out

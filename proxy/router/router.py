@@ -206,6 +206,8 @@ class Router:
             total = usage.get("total_tokens") or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
             if total:
                 state.add_tokens(dep.id, int(total))
+        if "client_credentials" in ctx.extra:
+            return  # the client's own key or base: its outcome says nothing of this deployment
         if error is None:
             state.record_latency(dep.id, latency, ttft)
             return

@@ -16,8 +16,10 @@ from proxy.api.anthropic import (
     serve_messages,
 )
 from proxy.api.anthropic_stream import EventStream, StreamTranslator, as_chunks, encode, error_type
+from proxy.app import create_app
 from proxy.context import RequestContext
 from proxy.errors import BadRequest, RateLimited, ServiceUnavailable, UpstreamError
+from tests.helpers import mock_model
 
 # Payloads follow the examples of Anthropic's Messages API documentation.
 WEATHER_TOOL = {
@@ -438,3 +440,23 @@ def test_serve_messages_bad_json_and_wsgi_passthrough() -> None:
     body = app({"PATH_INFO": "/v1/messages", "REQUEST_METHOD": "GET"}, lambda status, headers: statuses.append(status))
     assert statuses == ["405 Method Not Allowed"] and orjson.loads(b"".join(body))["type"] == "error"
     assert calls == ["/v1/chat/completions"]
+
+
+def test_anthropic_prefix_serves_the_same_surface() -> None:
+    client = create_app({"model_list": [mock_model("m", "same answer")]}, live=False).test_client()
+    request = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hello there"}]}
+    plain = client.post("/v1/messages", json=request).get_json()
+    prefixed = client.post("/anthropic/v1/messages", json=request)
+    assert prefixed.status_code == 200
+    answer = prefixed.get_json()
+    assert answer["content"] == plain["content"] == [{"type": "text", "text": "same answer"}]
+    assert answer["type"] == "message" and answer["usage"] == plain["usage"]
+    streamed = client.post("/anthropic/v1/messages", json={**request, "stream": True})
+    assert streamed.headers["Content-Type"].startswith("text/event-stream")
+    assert [e for e, _ in events_of(streamed.get_data())][-1] == "message_stop"
+    counted = client.post("/anthropic/v1/messages/count_tokens", json={k: request[k] for k in ("model", "messages")})
+    assert counted.get_json() == client.post("/v1/messages/count_tokens", json={
+        k: request[k] for k in ("model", "messages")}).get_json()
+    assert counted.get_json()["input_tokens"] > 0
+    wrong = client.get("/anthropic/v1/messages")
+    assert wrong.status_code == 405 and wrong.get_json()["type"] == "error"

@@ -199,3 +199,25 @@ def test_mid_stream_error_is_an_error_event(client, proxy) -> None:
                             "mock_controls": {"stream_error_after": 2}})
     last = r.text.rstrip("\n").split("\n\n")[-1].split("\n")
     assert last[0] == "event: error" and orjson.loads(last[1].removeprefix("data: "))["type"] == "error"
+
+
+def test_anthropic_base_url_of_a_litellm_proxy(proxy, upstream, anthropic_upstream) -> None:
+    """Anthropic SDK users point base_url at <proxy>/anthropic; the same surface answers there."""
+    client = anthropic.Anthropic(api_key=MASTER, base_url=f"{proxy.url}/anthropic", max_retries=0)
+    for model, mock in (("gpt-4o-mini", upstream), ("claude-native", anthropic_upstream)):
+        mock.clear()
+        message = client.messages.create(model=model, max_tokens=50, messages=user("under the prefix"))
+        assert message.type == "message" and message.content[0].text == "echo: under the prefix", model
+        assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
+        with client.messages.stream(model=model, max_tokens=50, messages=user("streamed too")) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert text == "echo: streamed too" and final.stop_reason == "end_turn", model
+        assert len(mock.requests()) == 2  # both calls reached the deployment's upstream
+    counted = client.messages.count_tokens(model="gpt-4o-mini", messages=user("hello world"))
+    direct = anthropic.Anthropic(api_key=MASTER, base_url=proxy.url, max_retries=0)
+    assert counted.input_tokens == direct.messages.count_tokens(model="gpt-4o-mini",
+                                                                messages=user("hello world")).input_tokens > 0
+    with pytest.raises(anthropic.BadRequestError) as info:  # errors in Anthropic's shape here too
+        client.messages.create(model="no-such-model", max_tokens=5, messages=user("x"))
+    assert info.value.body["type"] == "error" and "gpt-4o-mini" in info.value.body["error"]["message"]

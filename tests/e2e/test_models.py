@@ -20,7 +20,8 @@ from tests.servers import ProxyProcess
 MASTER = "sk-models"
 AUTH = {"Authorization": f"Bearer {MASTER}"}
 SECRETS = {"LLMRELAY_T_UPSTREAM_KEY": "sk-upstream", "LLMRELAY_T_BASE": "base-from-env",
-           "LLMRELAY_T_CRED": "sk-cred-secret-value", "LLMRELAY_T_HF": "hf-secret-token"}
+           "LLMRELAY_T_CRED": "sk-cred-secret-value", "LLMRELAY_T_HF": "hf-secret-token",
+           "LLMRELAY_T_ORG1": "org-env-first", "LLMRELAY_T_ORG2": "org-env-second"}
 
 
 def base_config(upstream: MockOpenAI, tmp: Path) -> dict:
@@ -37,6 +38,9 @@ def base_config(upstream: MockOpenAI, tmp: Path) -> dict:
                 "model": "openai/other", "api_base": "os.environ/LLMRELAY_T_BASE", "api_key": "k"}},
             {"model_name": "with-cred", "litellm_params": {
                 "model": "openai/cred-model", "litellm_credential_name": "c1"}},
+            {"model_name": "per-org", "litellm_params": {
+                "model": "openai/gpt-4o-mini", "api_base": upstream.url, "api_key": "sk-upstream",
+                "organization": ["os.environ/LLMRELAY_T_ORG1", "os.environ/LLMRELAY_T_ORG2", "org-shown"]}},
         ],
         "credential_list": [{"credential_name": "c1", "credential_values": {
             "api_key": "os.environ/LLMRELAY_T_CRED", "api_base": upstream.url, "organization": "org-cred"},
@@ -92,11 +96,34 @@ def test_model_info_never_shows_a_secret(proxy) -> None:
     assert requests.get(f"{proxy.url}/model/info").status_code == 401
 
 
+def test_environment_organizations_are_used_but_never_shown(proxy, upstream) -> None:
+    upstream.clear()
+    for _ in range(30):  # shuffled over three deployments: each is picked at least once
+        assert chat(proxy, "per-org").status_code == 200
+    sent = {r["headers"].get("openai-organization") for r in upstream.requests()}
+    assert {"org-env-first", "org-env-second"} <= sent  # each organization is a deployment of its own
+    for path in ("/model/info", "/v1/model/info", "/model/group/info", "/v1/model/group/info", "/model_group/info"):
+        r = requests.get(f"{proxy.url}{path}", headers=AUTH)
+        assert r.status_code == 200
+        assert "org-env-first" not in r.text and "org-env-second" not in r.text, path
+    rows = [row for row in requests.get(f"{proxy.url}/model/info", headers=AUTH).json()["data"]
+            if row["model_name"] == "per-org"]
+    assert sorted(row["litellm_params"].get("organization", "") for row in rows) == ["", "", "org-shown"]
+    groups = {g["model_group"]: g for g in requests.get(f"{proxy.url}/model/group/info", headers=AUTH).json()["data"]}
+    assert groups["per-org"]["deployments"] == 3
+
+
 def test_model_group_info(proxy) -> None:
     r = requests.get(f"{proxy.url}/model/group/info", headers=AUTH)
     groups = {g["model_group"]: g for g in r.json()["data"]}
     assert groups["gpt-4o-mini"]["max_input_tokens"] == 128000
     assert groups["gpt-4o-mini"]["access_groups"] == ["beta"]
+    litellm_path = requests.get(f"{proxy.url}/model_group/info", headers=AUTH)  # LiteLLM's spelling
+    assert litellm_path.status_code == 200 and litellm_path.json() == r.json()
+    one = requests.get(f"{proxy.url}/model_group/info", headers=AUTH, params={"model_group": "with-cred"}).json()
+    assert [g["model_group"] for g in one["data"]] == ["with-cred"]
+    assert requests.get(f"{proxy.url}/model_group/info").status_code == 401
+    assert "/model_group/info" in requests.get(f"{proxy.url}/openapi.json").json()["paths"]
 
 
 def test_bad_model_bodies_are_400_naming_the_field(proxy) -> None:

@@ -45,6 +45,12 @@ def proxy(upstream: MockOpenAI, anthropic_upstream, prompt_upstream) -> Iterator
             {"model_name": "claude", "litellm_params": {
                 "model": "anthropic/claude-3-5-sonnet-20241022", "api_base": anthropic_upstream.url,
                 "api_key": "sk-ant"}},
+            {"model_name": "claude-lenient", "litellm_params": {
+                "model": "anthropic/claude-3-5-sonnet-20241022", "api_base": anthropic_upstream.url,
+                "api_key": "sk-ant", "drop_params": True}},
+            {"model_name": "gpt-trimmed", "litellm_params": {
+                "model": "openai/gpt-4o-mini", "api_base": upstream.url, "api_key": "sk-upstream",
+                "drop_params": True, "additional_drop_params": ["seed", "tools[*].function.strict"]}},
             {"model_name": "llama-chat", "litellm_params": {
                 "model": "ollama_chat/llama3.2", "api_base": prompt_upstream.ollama_url}},
             {"model_name": "llama-generate", "litellm_params": {
@@ -104,6 +110,34 @@ def test_anthropic_errors_keep_their_meaning(client) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         ask(client, "claude", extra_body={"mock_controls": {"error": "prompt_too_long"}})
     assert info.value.code == "context_length_exceeded"
+
+
+def test_drop_params_set_on_one_deployment(client, anthropic_upstream, upstream) -> None:
+    with pytest.raises(openai.BadRequestError) as info:  # no drop_params on this one: refused, by name
+        ask(client, "claude", frequency_penalty=0.5)
+    assert "frequency_penalty" in info.value.message and info.value.param == "frequency_penalty"
+    anthropic_upstream.clear()
+    for stream in (False, True):
+        answer = ask(client, "claude-lenient", frequency_penalty=0.5, logit_bias={"1": 2}, stream=stream,
+                     temperature=0.3)
+        if stream:
+            assert "".join(c.choices[0].delta.content or "" for c in answer if c.choices) == "echo: hello there"
+        else:
+            assert answer.choices[0].message.content == "echo: hello there"
+    for request in anthropic_upstream.requests():
+        body = request["body"]
+        assert body["temperature"] == 0.3
+        assert not {"frequency_penalty", "logit_bias", "drop_params", "additional_drop_params"} & set(body)
+    upstream.clear()
+    tool = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
+    ask(client, "gpt-trimmed", seed=7, tools=[tool], top_p=0.5)
+    body = upstream.requests()[-1]["body"]
+    assert "seed" not in body and "strict" not in body["tools"][0]["function"] and body["top_p"] == 0.5
+    assert not {"drop_params", "additional_drop_params"} & set(body)
+    upstream.clear()
+    ask(client, "gpt-trimmed", extra_body={"additional_drop_params": ["top_p"], "drop_params": True}, top_p=0.5)
+    body = upstream.requests()[-1]["body"]
+    assert "top_p" not in body and not {"drop_params", "additional_drop_params"} & set(body)
 
 
 def test_ollama_chat_and_generate(client, prompt_upstream) -> None:

@@ -29,6 +29,7 @@ def proxy(upstream: MockOpenAI) -> Iterator[ProxyProcess]:
             dep("pair", "pair-a", api_base=dead), dep("pair", "pair-b"),
             dep("flaky", "flaky-a"),
             dep("backup", "backup-a"),
+            dep("guarded", "guarded-a"),
             dep("small", "small-a", model_info={"max_input_tokens": 50}),
             dep("large", "large-a"),
             dep("cool", "cool-a", api_base=dead), dep("cool", "cool-b", api_base=dead),
@@ -38,7 +39,8 @@ def proxy(upstream: MockOpenAI) -> Iterator[ProxyProcess]:
         "router_settings": {"model_group_alias": {"gpt-4": "backup"}, "num_retries": 1,
                             "allowed_fails": 1, "cooldown_time": 30},
         "litellm_settings": {"fallbacks": [{"flaky": ["backup"]}],
-                             "context_window_fallbacks": [{"small": ["large"]}]},
+                             "context_window_fallbacks": [{"small": ["large"]}],
+                             "content_policy_fallbacks": [{"guarded": ["backup"]}]},
         "general_settings": {"master_key": MASTER},
     }
     with ProxyProcess(config) as server:
@@ -85,6 +87,18 @@ def test_context_window_fallback_on_upstream_error(proxy) -> None:
     r = chat(proxy, "small", "short", mock_controls={"error": "context_length_exceeded", "fail_key": "cw",
                                                      "fail_times": 1})
     assert r.status_code == 200 and r.json()["model"] == "large-a"
+
+
+def test_content_policy_fallback_on_openai_refusal(proxy) -> None:
+    r = chat(proxy, "guarded", "short", mock_controls={"error": "content_policy_violation", "fail_key": "cp",
+                                                       "fail_times": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "backup-a" and r.headers["x-litellm-attempted-fallbacks"] == "1"
+    client = openai.OpenAI(api_key=MASTER, base_url=f"{proxy.url}/v1", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:  # no content_policy_fallbacks for this group
+        client.chat.completions.create(model="large", messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"mock_controls": {"error": "content_policy_violation"}})
+    assert caught.value.code == "content_policy_violation" and "safety system" in caught.value.message
 
 
 def test_alias(proxy) -> None:

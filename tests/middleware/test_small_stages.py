@@ -87,6 +87,54 @@ def test_drop_params_off_keeps_everything_and_per_request_switch() -> None:
     assert "logit_bias" not in ctx.body
 
 
+def test_drop_params_on_one_deployment_only() -> None:
+    gw = gateway({"model_list": [
+        {"model_name": "claude-lenient", "litellm_params": {
+            "model": "anthropic/claude-3-5-sonnet-20241022", "api_key": "k", "drop_params": True,
+            "additional_drop_params": ["user", "tools[*].input_examples"]}},
+        {"model_name": "claude-strict", "litellm_params": {
+            "model": "anthropic/claude-3-5-sonnet-20241022", "api_key": "k"}},
+    ]})
+    stage = DropParams({"enabled": None}, gw.services)
+    assert stage.enabled is False  # nothing global
+    lenient = gw.services.router.group("claude-lenient")[0]
+    assert "drop_params" not in lenient.defaults and "additional_drop_params" not in lenient.defaults
+    tools = [{"type": "function", "function": {"name": "f"}, "input_examples": [{"q": 1}]}]
+    ctx = routed_ctx(gw, "claude-lenient", frequency_penalty=0.5, user="u1", temperature=0.2, tools=tools)
+    stage(ctx, lambda c: None)
+    assert "frequency_penalty" not in ctx.body and "user" not in ctx.body and ctx.body["temperature"] == 0.2
+    assert ctx.body["tools"] == [{"type": "function", "function": {"name": "f"}}]
+    assert tools[0]["input_examples"] == [{"q": 1}]  # the client's objects are left alone
+    assert ctx.extra["dropped_params"] == ["frequency_penalty", "user", "tools[*].input_examples"]
+    strict = routed_ctx(gw, "claude-strict", frequency_penalty=0.5)
+    stage(strict, lambda c: None)
+    assert strict.body["frequency_penalty"] == 0.5  # the other deployment keeps its strictness
+    with pytest.raises(BadRequest, match="frequency_penalty"):
+        strict.deployment.adapter.build_request(strict, strict.deployment)
+
+
+def test_additional_drop_params_per_request_and_paths() -> None:
+    gw = gateway({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}]})
+    stage = DropParams({"enabled": None}, gw.services)
+    ctx = routed_ctx(gw, "m", response_format={"type": "json_schema", "json_schema": {"strict": True, "name": "x"}},
+                     tools=[{"a": 1, "b": 2}, {"a": 3, "b": 4}], seed=1)
+    ctx.extra["additional_drop_params"] = ["seed", "response_format.json_schema.strict", "tools[0].b", "nope.x"]
+    stage(ctx, lambda c: None)
+    assert "seed" not in ctx.body and ctx.body["response_format"]["json_schema"] == {"name": "x"}
+    assert ctx.body["tools"] == [{"a": 1}, {"a": 3, "b": 4}]
+    bad = routed_ctx(gw, "m")
+    bad.extra["additional_drop_params"] = "seed"
+    with pytest.raises(BadRequest) as info:
+        stage(bad, lambda c: None)
+    assert info.value.param == "additional_drop_params"
+
+
+def test_drop_params_settings_are_checked_at_boot() -> None:
+    with pytest.raises(ConfigError, match=r"model_list\[0\].litellm_params.additional_drop_params"):
+        gateway({"model_list": [{"model_name": "m", "litellm_params": {
+            "model": "openai/m", "additional_drop_params": "user"}}]})
+
+
 def test_prompt_template_renders_litellm_roles() -> None:
     params = {"initial_prompt_value": "\n", "final_prompt_value": "\n", "bos_token": "<s>", "eos_token": "</s>",
               "roles": {"system": {"pre_message": "<|im_start|>system\n", "post_message": "<|im_end|>"},

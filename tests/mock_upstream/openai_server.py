@@ -43,6 +43,10 @@ ERRORS: dict[str, tuple[int, str, str | None, str | None, str]] = {
         400, "invalid_request_error", "messages", "context_length_exceeded",
         ("This model's maximum context length is 4097 tokens. However, your messages resulted in "
          "5000 tokens. Please reduce the length of the messages.")),
+    "content_policy_violation": (
+        400, "invalid_request_error", None, "content_policy_violation",
+        ("Your request was rejected as a result of our safety system. Your prompt may contain text "
+         "that is not allowed by our safety system.")),
     "rate_limit_exceeded": (
         429, "requests", None, "rate_limit_exceeded",
         ("Rate limit reached for {model} in organization org-mock on requests per min (RPM): "

@@ -7,6 +7,8 @@ import pytest
 
 from proxy.errors import (
     AuthenticationError,
+    BadRequest,
+    ContentPolicyViolation,
     ContextWindowExceeded,
     RateLimited,
     ServiceUnavailable,
@@ -37,6 +39,11 @@ data: [DONE]
 CONTEXT_ERROR = (b'{"error": {"message": "This model\'s maximum context length is 8192 tokens. However, your '
                  b'messages resulted in 9000 tokens. Please reduce the length of the messages.", '
                  b'"type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}')
+
+# OpenAI's answer when its safety system refuses a prompt.
+POLICY_ERROR = (b'{"error": {"message": "Your request was rejected as a result of our safety system. Your prompt '
+                b'may contain text that is not allowed by our safety system.", "type": "invalid_request_error", '
+                b'"param": null, "code": "content_policy_violation"}}')
 
 
 def deployment(**params) -> Deployment:
@@ -100,6 +107,9 @@ def test_stream_error_event_raises() -> None:
     (429, {"retry-after": "12"}, b'{"error":{"message":"Rate limit reached","type":"requests",'
                                  b'"code":"rate_limit_exceeded"}}', RateLimited, 429),
     (400, {}, CONTEXT_ERROR, ContextWindowExceeded, 400),
+    (400, {}, POLICY_ERROR, ContentPolicyViolation, 400),
+    (400, {}, b'{"error":{"message":"Invalid value for temperature","type":"invalid_request_error",'
+              b'"param":"temperature","code":"invalid_value"}}', BadRequest, 400),
     (401, {}, b'{"error":{"message":"Incorrect API key provided","code":"invalid_api_key"}}',
      AuthenticationError, 401),
     (500, {}, b'{"error":{"message":"The server had an error","type":"server_error","code":null}}',
@@ -117,6 +127,9 @@ def test_map_error(status, headers, body, kind, out_status) -> None:
         assert err.retry_after == 12 and err.response_headers()["Retry-After"] == "12"
     if kind is ContextWindowExceeded:
         assert shape["code"] == "context_length_exceeded" and shape["param"] == "messages"
+    if kind is ContentPolicyViolation:
+        assert shape["code"] == "content_policy_violation" and "safety system" in shape["message"]
+        assert not err.retryable
 
 
 def test_text_completion_model_serves_chat() -> None:
