@@ -137,7 +137,10 @@ class Bench:
                 continue
             port = free_port()
             cmd = command(target, port, self.args.llmrelay_bin)
-            env = dict(self.env, BENCH_DATABASE_PATH=str(self.children.log_dir / f"{target.key}.db"))
+            env = dict(self.env, BENCH_DATABASE_PATH=str(self.children.log_dir / f"{target.key}.db"),
+                       LLMRELAY_STATE_DIR=str(self.children.log_dir / f"{target.key}-state"))
+            if target.config:
+                env.pop("PYTHONPATH")  # the installed package, not the source tree
             child = self.children.start(target.key, cmd, self.cpus["target"], env)
             pending.append((target, row, port, child))
         lives = []
@@ -271,11 +274,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="before each measurement, wait up to S seconds for other programs to go quiet (20; 0: off)",
     )
     p.add_argument("--startup-timeout", type=float, default=30, help="seconds to wait for a target")
-    p.add_argument("--llmrelay-bin", default="llmrelay", help="the llmrelay command")
+    p.add_argument("--llmrelay-bin", default=None,
+                   help="the llmrelay command (default: a wheel of this tree, built and installed in a venv)")
     p.add_argument("--results", type=Path, default=BENCH_DIR / "results.json")
     args = p.parse_args(argv)
     if args.rounds < 1 or args.duration < 1 or args.connections < 1:
         p.error("--rounds, --duration and --connections must be at least 1")
+    if args.llmrelay_bin is None:
+        from tests.install import llmrelay_command
+
+        args.llmrelay_bin = llmrelay_command()[0]
     return args
 
 
