@@ -1,9 +1,10 @@
-"""Live updates: runtime model changes and config reloads reach every worker of every instance.
+"""Live updates: runtime model changes, key changes and config reloads reach every worker.
 
 One background greenlet per worker watches two counters in the host's SQLite file (each change
 bumps one): ``models_version`` (runtime models) and ``config_generation`` (reloads). A change is
 picked up within ``interval`` (0.25 s) and swapped in without a restart; requests in flight keep
-what they started with.
+what they started with. The same tick reloads the key cache when ``keys_version`` moved and
+re-reads the spend totals written since the last tick (``proxy.keys.cache``).
 
 Across hosts, Redis carries the runtime models: every change is also written to a Redis hash
 (the fleet's copy) and announced on a channel. Each instance mirrors what it hears into its own
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FLEET_HASH = "models"
 FLEET_CHANNEL = "models"
+KEYS_CHANNEL = "keys"
 CONFIG_GENERATION = "config_generation"
 RELOAD_ATTEMPTS = 8  # ticks (2 s) a worker keeps trying a reload before it keeps the old config
 
@@ -93,6 +95,16 @@ class LiveUpdates:
         self.gateway.refresh_models()
         self.push_fleet(row)
 
+    def keys_changed(self) -> None:
+        """After a key or team change here: this worker reloads now, the others hear of it on Redis
+        (every worker of this host would also see the store's counter move within one tick)."""
+        self.gateway.key_cache.refresh()
+        if self.gateway.state.shared:
+            self.gateway.state.publish(KEYS_CHANNEL, {"changed": True})
+
+    def on_keys_message(self, message: dict[str, Any]) -> None:
+        self.gateway.key_cache.refresh()
+
     def request_reload(self) -> None:
         """Reload here (raises ConfigError if the file is bad), then have every other worker follow."""
         self.gateway.reload_config()
@@ -117,10 +129,14 @@ class LiveUpdates:
             self.reload_failures = 0
             self.config_generation = generation
         gw.refresh_models()
+        gw.key_cache.refresh()
+        gw.key_cache.refresh_spend()
 
     def start(self) -> None:
         if self._greenlet is not None:
             return
+        if self.gateway.key_cache.enabled:
+            self.gateway.state.subscribe(KEYS_CHANNEL, self.on_keys_message)
         if self.fleet:
             self.gateway.state.subscribe(FLEET_CHANNEL, self.on_fleet_message)
             try:
