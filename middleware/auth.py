@@ -1,8 +1,12 @@
 """``auth``: only callers holding a valid key get past this stage.
 
 Keys are read from ``Authorization: Bearer``, Azure's ``api-key`` or Anthropic's ``x-api-key``
-header and compared in constant time (proxy/keys.py). Without a master key the proxy is open and
-the stage leaves itself out of the chain.
+header. The master key is compared in constant time; a virtual key is looked up by its hash in
+the worker's key cache (never the store), then checked against its expiry, routes, budgets and
+rate limits (proxy/keys). The model is checked by ``route`` against ``ctx.caller["models"]``.
+When the call ends, its tokens and cost are counted against the key, its team and its user, and
+a non-streamed answer carries LiteLLM's ``x-litellm-response-cost`` and ``x-litellm-key-spend``.
+Without a master key the proxy is open and the stage leaves itself out of the chain.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Any
 from marshmallow import fields
 
 from proxy.context import RequestContext
+from proxy.errors import PermissionDenied
 from proxy.keys import KeyChecker
+from proxy.keys.limits import Admission, Guard, call_cost
 from proxy.pipeline import Handler, Stage, StageNotUsed, StageOptions
 from proxy.services import Services
 
@@ -35,12 +41,36 @@ class Auth(Stage):
         if not key:
             log.warning("auth: no general_settings.master_key set; the proxy accepts every caller")
             raise StageNotUsed("no master_key: every caller is accepted")
-        self.keys = KeyChecker(key)
+        self.keys = KeyChecker(key, services.key_cache)
+        self.guard = Guard(services.key_cache, services.state) if services.key_cache is not None else None
+        self.costmap = services.costmap
 
     def __call__(self, ctx: RequestContext, call_next: Handler) -> Any:
-        ctx.caller = self.keys.caller(ctx.headers)
-        ctx.api_key = ctx.caller.get("api_key")
-        return call_next(ctx)
+        caller = ctx.caller = self.keys.caller(ctx.headers)
+        ctx.api_key = caller.get("api_key")
+        key = caller.get("key")
+        if key is None or self.guard is None:
+            return call_next(ctx)
+        if not KeyChecker.may_call_llm(key, ctx.kind):
+            raise PermissionDenied(f"This key's allowed_routes {key.allowed_routes} do not include LLM routes",
+                                   code="route_not_allowed")
+        user = ctx.body.get("user")
+        adm = self.guard.admit(key, caller["team"], user if isinstance(user, str) and not key.user_id else None)
+        ctx.on_finish(lambda c: self.settle(c, adm))
+        result = call_next(ctx)
+        if isinstance(result, dict):
+            cost = ctx.extra["response_cost"] = call_cost(ctx, self.costmap)
+            ctx.response_headers["x-litellm-response-cost"] = str(cost)
+            ctx.response_headers["x-litellm-key-spend"] = str(adm.key_spend)
+        return result
+
+    def settle(self, ctx: RequestContext, adm: Admission) -> None:
+        """The call is over (streams included): count its tokens and cost; the totals go with its spend row."""
+        cost = ctx.extra.get("response_cost")
+        if cost is None:
+            cost = ctx.extra["response_cost"] = call_cost(ctx, self.costmap)
+        tokens = int((ctx.usage or {}).get("total_tokens") or 0)
+        ctx.extra["spend_totals"] = self.guard.finish(adm, cost, tokens)
 
     def describe(self) -> dict[str, Any]:
-        return {"master_key": "***"}
+        return {"master_key": "***", "virtual_keys": self.guard is not None}

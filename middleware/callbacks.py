@@ -7,7 +7,6 @@ and token counts; proxy/accesslog.py writes it off the request path.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from typing import Any
@@ -16,6 +15,8 @@ from marshmallow import fields
 
 from proxy.accesslog import AccessLog
 from proxy.context import RequestContext
+from proxy.keys.limits import call_cost
+from proxy.keys.records import hash_key, user_entity
 from proxy.pipeline import Handler, Stage, StageOptions
 from proxy.services import Services
 
@@ -91,21 +92,33 @@ class Callbacks(Stage):
         return call_next(ctx)
 
     def record_spend(self, ctx: RequestContext) -> None:
-        """One spend row (cost from the deployment's prices, else the cost map); queued, written in batches."""
+        """One spend row, attributed to the key, its team and its user; queued, written in batches.
+
+        The cost and the running totals it adds to come from the ``auth`` stage when a virtual key
+        called (it has counted them against the key's budget already); else they are worked out here.
+        """
         dep = ctx.deployment
         usage = ctx.usage or {}
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        cost = 0.0
-        if dep is not None and ctx.status == 200 and self.costmap is not None:
-            cost = self.costmap.cost(dep.params["model"], dep.provider, prompt, completion, dep.model_info)
+        cost = ctx.extra.get("response_cost")
+        if cost is None:
+            cost = call_cost(ctx, self.costmap)
+        caller = ctx.caller
+        body_user = ctx.body.get("user")
+        user = caller.get("user_id") or (body_user if isinstance(body_user, str) else None)
+        totals = ctx.extra.get("spend_totals")
+        if totals is None:
+            totals = [(user_entity(user), 0, cost)] if user and cost else []
         self.spend.record({
             "request_id": ctx.request_id,
             "created_at": ctx.wall_started,
             "model": ctx.model,
             "deployment_id": dep.id if dep else None,
             "provider": dep.provider if dep else None,
-            "api_key_hash": hashlib.sha256(ctx.api_key.encode()).hexdigest() if ctx.api_key else None,
-            "user": ctx.body.get("user") if isinstance(ctx.body.get("user"), str) else None,
+            "api_key_hash": caller.get("token") or (hash_key(ctx.api_key) if ctx.api_key else None),
+            "user": user,
+            "team_id": caller.get("team_id"),
+            "key_alias": caller.get("key_alias"),
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": int(usage.get("total_tokens") or prompt + completion),
@@ -113,7 +126,7 @@ class Callbacks(Stage):
             "status": ctx.status,
             "latency_ms": round(ctx.elapsed * 1000, 3),
             "metadata": ctx.metadata,
-        })
+        }, totals)
 
     def write_access_log(self, ctx: RequestContext) -> None:
         self.sink.write(access_record(ctx))

@@ -10,7 +10,8 @@ Tree::
     ProxyError (500, api_error)
     ├── BadRequest (400, invalid_request_error)
     │   ├── ContextWindowExceeded (400, code context_length_exceeded)
-    │   └── ContentPolicyViolation (400, code content_policy_violation)
+    │   ├── ContentPolicyViolation (400, code content_policy_violation)
+    │   └── BudgetExceeded (400, type budget_exceeded: LiteLLM's for a key or team over budget)
     ├── AuthenticationError (401)
     ├── PermissionDenied (403)
     ├── NotFound (404)
@@ -90,6 +91,10 @@ class ContextWindowExceeded(BadRequest):
 
 class ContentPolicyViolation(BadRequest):
     code = "content_policy_violation"
+
+
+class BudgetExceeded(BadRequest):
+    type = "budget_exceeded"  # code stays "400", as LiteLLM sends it
 
 
 class AuthenticationError(ProxyError):

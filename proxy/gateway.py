@@ -1,5 +1,7 @@
 """Gateway: everything built from one config — services, the stage pipeline, key checks.
 
+Virtual keys and teams are cached per worker (``key_cache``) and kept across config reloads.
+
 Long-lived parts (transport pools, shared state, the SQLite store, tokenizers) are made once per
 worker; what depends on the config (models, strategy, pipeline) is rebuilt by ``apply``. Views
 hold the Gateway and read ``gateway.pipeline`` / ``gateway.services`` per request, so a reload
@@ -19,7 +21,7 @@ from proxy.config import Config, load_config, read_text, resolve_model_entry
 from proxy.costmap import CostMap
 from proxy.dispatch import Dispatcher
 from proxy.errors import ConfigError
-from proxy.keys import KeyChecker
+from proxy.keys import KeyCache, KeyChecker
 from proxy.pipeline import Pipeline
 from proxy.providers.registry import ProviderRegistry, UnsupportedProvider
 from proxy.router.deployment import Deployment, expand_organizations
@@ -30,6 +32,7 @@ from proxy.services import Services
 from proxy.state import make_state
 from proxy.statedir import DB_FILE, state_dir
 from proxy.store import ModelStore, SpendWriter, Store
+from proxy.store.keys import KeyStore
 from proxy.tokens import TokenCounter
 from proxy.transport import DEFAULT_TIMEOUT, Transport
 
@@ -105,6 +108,10 @@ class Gateway:
         self.store: Store | None = open_store(config) if store is True else (store or None)
         self.model_store = ModelStore(self.store) if self.store is not None else None
         self.spend = SpendWriter(self.store) if self.store is not None else None
+        self.key_store = KeyStore(self.store) if self.store is not None else None
+        self.key_cache = KeyCache(self.key_store)
+        self.key_cache.refresh()
+        self.key_cache.refresh_spend()
         self.models_version = -1
         self.apply(config)
 
@@ -124,6 +131,7 @@ class Gateway:
             costmap=costmap,
             state=self.state,
             spend=self.spend,
+            key_cache=self.key_cache,
         )
         services.router = Router(services, self.state, strategy)
         timeout = config.setting("timeout") or config.litellm_settings.get("request_timeout") or DEFAULT_TIMEOUT
@@ -131,7 +139,7 @@ class Gateway:
                                 config.router_settings.get("stream_timeout"),
                                 bool(config.general_settings.get("allow_client_side_credentials")))
         pipeline = Pipeline.build(config.pipeline, services, dispatcher)
-        keys = KeyChecker(config.general_settings.get("master_key"))
+        keys = KeyChecker(config.general_settings.get("master_key"), self.key_cache)
         # one assignment each; a request in flight keeps the objects it already holds
         old = getattr(self, "pipeline", None)
         self.config, self.services, self.dispatcher, self.keys = config, services, dispatcher, keys

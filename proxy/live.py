@@ -1,9 +1,11 @@
-"""Live updates: runtime model changes and config reloads reach every worker of every instance.
+"""Live updates: runtime model changes, key changes and config reloads reach every worker.
 
 One background greenlet per worker polls the store: ``models_version`` (runtime models) and the
 instance's newest config generation (proxy/generations.py). A change is picked up within
 ``interval`` (0.25 s) and swapped in without a restart; requests in flight keep what they
-started with. A reload applies the validated snapshot, never the file.
+started with. A reload applies the validated snapshot, never the file. The same tick reloads
+the key cache when ``keys_version`` moved and re-reads the spend totals written since the last
+tick (``proxy.keys.cache``).
 
 Across hosts, Redis carries the runtime models: every change is also written to a Redis hash
 (the fleet's copy) and announced on a channel. Each instance mirrors what it hears into its own
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FLEET_HASH = "models"
 FLEET_CHANNEL = "models"
+KEYS_CHANNEL = "keys"
 
 
 def reload_deadline() -> float:
@@ -125,18 +128,32 @@ class LiveUpdates:
         self.generations.report(self.generation)
         log.info("serving config generation %d (%s)", self.generation, snapshot.path)
 
+    def keys_changed(self) -> None:
+        """After a key or team change here: this worker reloads now, the others hear of it on Redis
+        (every worker of this host would also see the store's counter move within one tick)."""
+        self.gateway.key_cache.refresh()
+        if self.gateway.state.shared:
+            self.gateway.state.publish(KEYS_CHANNEL, {"changed": True})
+
+    def on_keys_message(self, message: dict[str, Any]) -> None:
+        self.gateway.key_cache.refresh()
+
     def tick(self) -> None:
         """One poll: pick up model changes and reloads made elsewhere."""
         if self.gateway.store is None:
             return
         self.apply_generation()
         self.gateway.refresh_models()
+        self.gateway.key_cache.refresh()
+        self.gateway.key_cache.refresh_spend()
 
     def start(self) -> None:
         if self._greenlet is not None:
             return
         if self.generations is not None:
             self.generations.report(self.generation)
+        if self.gateway.key_cache.enabled:
+            self.gateway.state.subscribe(KEYS_CHANNEL, self.on_keys_message)
         if self.fleet:
             self.gateway.state.subscribe(FLEET_CHANNEL, self.on_fleet_message)
             try:

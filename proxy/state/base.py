@@ -118,6 +118,16 @@ class State(ABC):
     def clear_cooldown(self, dep_id: str) -> None:
         """End a cooldown now and forget this window's failures (an operator said it is healthy)."""
 
+    # -- spend (budgets) --------------------------------------------------------------------
+
+    @abstractmethod
+    def add_spend(self, name: str, amount: float) -> None:
+        """Add ``amount`` (USD) to the named running spend (a key's, team's or user's budget period)."""
+
+    @abstractmethod
+    def spend(self, names: Iterable[str]) -> dict[str, float]:
+        """Running spend for every name asked (0.0 when unknown)."""
+
     # -- notifications and fleet-wide data --------------------------------------------------
 
     @abstractmethod

@@ -41,6 +41,7 @@ class MemoryState(State):
         self._callbacks: dict[str, list[Callback]] = {}
         self._hashes: dict[str, dict[str, str]] = {}
         self._versions: dict[str, int] = {}
+        self._spend: dict[str, float] = {}
 
     # -- usage ------------------------------------------------------------------------------
 
@@ -127,6 +128,14 @@ class MemoryState(State):
     def clear_cooldown(self, dep_id: str) -> None:
         self._cooldowns.pop(dep_id, None)
         self._failures.pop(dep_id, None)
+
+    # -- spend ------------------------------------------------------------------------------
+
+    def add_spend(self, name: str, amount: float) -> None:
+        self._spend[name] = self._spend.get(name, 0.0) + amount
+
+    def spend(self, names: Iterable[str]) -> dict[str, float]:
+        return {name: self._spend.get(name, 0.0) for name in names}
 
     # -- notifications and fleet-wide data --------------------------------------------------
 

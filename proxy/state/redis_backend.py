@@ -240,6 +240,22 @@ class RedisState(State):
         pipe.hdel(self._keys.fails(self.bucket()), dep_id)
         self._link.call(pipe.execute)
 
+    # -- spend: one round trip each, exact across the fleet ------------------------------------
+
+    def add_spend(self, name: str, amount: float) -> None:
+        """HINCRBYFLOAT, so concurrent adds from every process sum exactly; local while Redis is down."""
+        self._local.add_spend(name, amount)
+        if self._link.up:
+            self._link.call(lambda: self._client.hincrbyfloat(self._keys.spend, name, amount))
+
+    def spend(self, names: Iterable[str]) -> dict[str, float]:
+        """Shared totals (one HMGET); while Redis is down, what this process added itself."""
+        names = list(names)
+        values = self._link.call(lambda: self._client.hmget(self._keys.spend, names)) if self._link.up else None
+        if values is None:
+            return self._local.spend(names)
+        return {name: float(v or 0.0) for name, v in zip(names, values, strict=True)}
+
     # -- background: flush, refresh, probe ---------------------------------------------------
 
     def _sync_loop(self) -> None:

@@ -3,8 +3,8 @@
 Key layout, all under ``key_prefix``: ``rpm:<window>``/``tpm:<window>``/``fails:<window>`` hashes
 of deployment id -> count, ``cooldowns`` sorted set (score = end time), ``inflight:procs`` set and
 ``inflight:<process>`` hashes, ``latency:<dep>`` lists (newest first), ``hash:<name>``,
-``version:<name>``; pub/sub channels are ``<key_prefix><channel>``. The Lua scripts read keys
-they compute, so the backend expects a single Redis, not a cluster.
+``version:<name>``, ``spend`` hash of budget name -> USD; pub/sub channels are
+``<key_prefix><channel>``. The Lua scripts read keys they compute, so the backend expects a single Redis, not a cluster.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class RedisKeys:
         self.prefix = prefix
         self.proc = proc
         self.cooldowns = f"{prefix}cooldowns"
+        self.spend = f"{prefix}spend"
         self.inflight_procs = f"{prefix}inflight:procs"
         #: what INFLIGHT_LUA prepends to a process id to find its hash
         self.inflight_prefix = f"{prefix}inflight:"

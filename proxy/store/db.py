@@ -147,6 +147,65 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        "keys_teams_spend_totals",
+        (
+            # Virtual keys: ``token`` is the sha256 hex of the key, never the key itself.
+            """CREATE TABLE keys (
+                token TEXT PRIMARY KEY,
+                key_name TEXT,
+                key_alias TEXT,
+                team_id TEXT,
+                user_id TEXT,
+                models TEXT NOT NULL DEFAULT '[]',
+                max_budget REAL,
+                budget_duration TEXT,
+                budget_anchor REAL NOT NULL DEFAULT 0,
+                expires REAL,
+                rpm_limit INTEGER,
+                tpm_limit INTEGER,
+                max_parallel_requests INTEGER,
+                metadata TEXT NOT NULL DEFAULT '{}',
+                allowed_routes TEXT NOT NULL DEFAULT '[]',
+                blocked INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            )""",
+            "CREATE INDEX keys_team_id ON keys (team_id)",
+            "CREATE INDEX keys_user_id ON keys (user_id)",
+            "CREATE INDEX keys_key_alias ON keys (key_alias)",
+            """CREATE TABLE teams (
+                team_id TEXT PRIMARY KEY,
+                team_alias TEXT,
+                models TEXT NOT NULL DEFAULT '[]',
+                max_budget REAL,
+                budget_duration TEXT,
+                budget_anchor REAL NOT NULL DEFAULT 0,
+                rpm_limit INTEGER,
+                tpm_limit INTEGER,
+                max_parallel_requests INTEGER,
+                members_with_roles TEXT NOT NULL DEFAULT '[]',
+                metadata TEXT NOT NULL DEFAULT '{}',
+                blocked INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            )""",
+            # Running spend per key, team and user and budget period (0: a budget that never resets).
+            """CREATE TABLE spend_totals (
+                entity TEXT NOT NULL,
+                period INTEGER NOT NULL,
+                spend REAL NOT NULL DEFAULT 0,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (entity, period)
+            )""",
+            "CREATE INDEX spend_totals_updated_at ON spend_totals (updated_at)",
+            "ALTER TABLE spend_logs ADD COLUMN team_id TEXT",
+            "ALTER TABLE spend_logs ADD COLUMN key_alias TEXT",
+            "CREATE INDEX spend_logs_team_id ON spend_logs (team_id)",
+            'CREATE INDEX spend_logs_user ON spend_logs ("user")',
+            "INSERT INTO store_meta (key, value) VALUES ('keys_version', 1)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -14,7 +14,9 @@ synchronously (until a background flush succeeds again) and refuses new rows: ea
 row is counted in ``dropped`` and logged (the first, then every 1000th).
 
 A ``request_id`` already in the table is ignored (``INSERT OR IGNORE``): re-sending a batch
-whose commit outcome was unknown cannot double-count spend.
+whose commit outcome was unknown cannot double-count spend. A row may carry the running totals it
+adds to (key, team and user spend per budget period, see ``proxy/store/keys.py``); they are added
+in the same transaction as the rows, and only for rows not already there.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlite_utils import Database
 
 from proxy.store.db import Store
+from proxy.store.keys import Total, add_spend_totals
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,8 @@ SPEND_COLUMNS = (
     "status",
     "latency_ms",
     "metadata",
+    "team_id",
+    "key_alias",
 )
 _KNOWN = frozenset(SPEND_COLUMNS)
 _DROP_LOG_EVERY = 1000
@@ -75,7 +81,7 @@ class SpendWriter:
         self.dropped = 0
         #: rows committed by this writer
         self.written = 0
-        self._queue: deque[tuple[Any, ...]] = deque()
+        self._queue: deque[tuple[tuple[Any, ...], tuple[Total, ...]]] = deque()
         self._lock = threading.Lock()  # one flusher at a time: flush() waits for a batch in flight
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -89,9 +95,9 @@ class SpendWriter:
         """Rows waiting to be written."""
         return len(self._queue)
 
-    def record(self, row: Mapping[str, Any]) -> None:
-        """Queue one spend row; does no I/O unless the queue is full (see module doc)."""
-        item = _prepare(row)
+    def record(self, row: Mapping[str, Any], totals: tuple[Total, ...] | list[Total] = ()) -> None:
+        """Queue one spend row (and the totals it adds to); no I/O unless the queue is full (see module doc)."""
+        item = (_prepare(row), tuple(totals))
         if self._closed:
             self._insert([item])  # shutting down: nothing left to batch with
             return
@@ -141,8 +147,8 @@ class SpendWriter:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def spend_logs(self, limit: int = 100, request_id: str | None = None) -> list[dict[str, Any]]:
-        return spend_logs(self.store, limit=limit, request_id=request_id)
+    def spend_logs(self, limit: int = 100, request_id: str | None = None, **filters: Any) -> list[dict[str, Any]]:
+        return spend_logs(self.store, limit=limit, request_id=request_id, **filters)
 
     def total_spend(self, model: str | None = None) -> float:
         return total_spend(self.store, model=model)
@@ -165,9 +171,21 @@ class SpendWriter:
             else:
                 self._sync_flush_failed = False
 
-    def _insert(self, batch: list[tuple[Any, ...]], *, offload: bool | None = None) -> None:
+    def _insert(self, batch: list[tuple[tuple[Any, ...], tuple[Total, ...]]], *, offload: bool | None = None) -> None:
+        rows = [row for row, _ in batch]
+        with_totals = [(row[0], totals) for row, totals in batch if totals]
+
         def insert(db: Database) -> None:
-            db["spend_logs"].insert_all([SPEND_COLUMNS, *batch], ignore=True, batch_size=self.max_batch)
+            known: set[str] = set()
+            if with_totals:  # a re-sent row is ignored below; its totals must not count twice
+                ids = [request_id for request_id, _ in with_totals]
+                for i in range(0, len(ids), 500):
+                    part = ids[i:i + 500]
+                    cursor = db.execute(
+                        f"SELECT request_id FROM spend_logs WHERE request_id IN ({', '.join('?' * len(part))})", part)
+                    known.update(r[0] for r in cursor.fetchall())
+            db["spend_logs"].insert_all([SPEND_COLUMNS, *rows], ignore=True, batch_size=self.max_batch)
+            add_spend_totals(db, [t for request_id, totals in with_totals if request_id not in known for t in totals])
 
         self.store.write(insert, offload=offload)
         self.written += len(batch)
@@ -182,24 +200,60 @@ class SpendWriter:
                 log.exception("spend log: queue full (%d rows); a synchronous flush failed", self.max_queue)
         return len(self._queue) < self.max_queue
 
-    def _drop(self, item: tuple[Any, ...]) -> None:
+    def _drop(self, item: tuple[tuple[Any, ...], tuple[Total, ...]]) -> None:
         self.dropped += 1
         if self.dropped == 1 or self.dropped % _DROP_LOG_EVERY == 0:
             log.error(
                 "spend log: queue full (%d rows), database not accepting writes; dropped %d rows so far"
                 " (latest request_id=%s)",
-                self.max_queue, self.dropped, item[0],
+                self.max_queue, self.dropped, item[0][0],
             )
 
 
-def spend_logs(store: Store, limit: int = 100, request_id: str | None = None) -> list[dict[str, Any]]:
-    """Newest rows first (only what has been flushed), ``metadata`` decoded."""
-    if request_id is not None:
-        rows = store.query("SELECT * FROM spend_logs WHERE request_id = ?", (request_id,))
-    else:
-        rows = store.query("SELECT * FROM spend_logs ORDER BY created_at DESC LIMIT ?", (int(limit),))
+def spend_logs(
+    store: Store,
+    limit: int = 100,
+    request_id: str | None = None,
+    *,
+    api_key: str | None = None,
+    user_id: str | None = None,
+    team_id: str | None = None,
+    model: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
+) -> list[dict[str, Any]]:
+    """Newest rows first (only what has been flushed), ``metadata`` decoded, filtered on any of
+    the key's hash, user, team, model group and a time range (``start`` <= created_at < ``end``).
+
+    Each row also carries LiteLLM's names for its fields (``api_key``, ``startTime``, ``endTime``,
+    ``model_group``, ``model_id``, ``end_user``), so LiteLLM's spend scripts read it unchanged.
+    """
+    conditions: list[str] = []
+    params: list[Any] = []
+    for column, value in (("request_id", request_id), ("api_key_hash", api_key), ('"user"', user_id),
+                          ("team_id", team_id), ("model", model)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(value)
+    if start is not None:
+        conditions.append("created_at >= ?")
+        params.append(start)
+    if end is not None:
+        conditions.append("created_at < ?")
+        params.append(end)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    rows = store.query(f"SELECT * FROM spend_logs{where} ORDER BY created_at DESC LIMIT ?", (*params, int(limit)))
     for row in rows:
         row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else {}
+        started = datetime.fromtimestamp(row["created_at"], UTC)
+        row.update(
+            api_key=row["api_key_hash"],
+            startTime=started.isoformat(),
+            endTime=(started + timedelta(milliseconds=row["latency_ms"] or 0)).isoformat(),
+            model_group=row["model"],
+            model_id=row["deployment_id"],
+            end_user=row["user"],
+        )
     return rows
 
 
@@ -245,4 +299,6 @@ def _prepare(row: Mapping[str, Any]) -> tuple[Any, ...]:
         None if status is None else int(status),
         None if latency is None else float(latency),
         metadata,
+        row.get("team_id"),
+        row.get("key_alias"),
     )

@@ -97,6 +97,7 @@ def run_wrk(
     duration_s: float,
     cpus: str | None,
     path: str = CHAT_PATH,
+    api_key: str = API_KEY,
 ) -> WrkResult:
     """One wrk run (one thread) against 127.0.0.1:port, optionally pinned to ``cpus``."""
     cmd = [
@@ -112,7 +113,7 @@ def run_wrk(
     ]
     if cpus is not None:
         cmd = ["taskset", "-c", cpus, *cmd]
-    env = dict(os.environ, BENCH_BODY=body_bytes().decode(), BENCH_API_KEY=API_KEY)
+    env = dict(os.environ, BENCH_BODY=body_bytes().decode(), BENCH_API_KEY=api_key)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration_s + 60, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
     if proc.returncode != 0 or line is None:
@@ -134,6 +135,23 @@ def run_wrk(
     )
 
 
+def generate_key(port: int, body: dict, master: str = API_KEY) -> str:
+    """A virtual key from the target's ``/key/generate`` (LiteLLM's route), made with the master key."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/key/generate", body=json.dumps(body),
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {master}"})
+        resp = conn.getresponse()
+        data = resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise LoadError(f"/key/generate on port {port} failed: {exc}") from None
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise LoadError(f"/key/generate on port {port} answered {resp.status}: {data[:200]!r}")
+    return json.loads(data)["key"]
+
+
 def percentile(values: list[float], pct: float) -> float:
     """Nearest-rank percentile, the definition wrk uses too."""
     ordered = sorted(values)
@@ -141,10 +159,10 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def run_stream(port: int, requests: int, warmup: int, path: str = CHAT_PATH) -> StreamResult:
+def run_stream(port: int, requests: int, warmup: int, path: str = CHAT_PATH, api_key: str = API_KEY) -> StreamResult:
     """Sequential streamed chat calls over one keep-alive connection."""
     body = body_bytes(stream=True)
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     ttfc: list[float] = []
     totals: list[float] = []

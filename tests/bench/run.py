@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tests.bench.loadgen import LoadError, ensure_wrk, run_stream, run_wrk
+from tests.bench.loadgen import API_KEY, LoadError, ensure_wrk, generate_key, run_stream, run_wrk
 from tests.bench.procs import (
     HAVE_TASKSET,
     Children,
@@ -57,6 +57,7 @@ class Live:
     port: int
     wrk_cpus: str | None  # for the req/s runs; 1-connection runs use the target CPU
     streams: bool
+    api_key: str = API_KEY  # the master key, or a virtual key made for the target
 
 
 def parse_cpus(spec: str) -> set[int]:
@@ -155,7 +156,15 @@ class Bench:
                 log.warning("%s: %s\n%s", target.label, exc, tail)
                 self.children.stop(child)
                 continue
-            lives.append(Live(row, port, self.cpus["aux"], target.streams))
+            api_key = API_KEY
+            if target.virtual_key is not None:
+                try:
+                    api_key = generate_key(port, target.virtual_key)
+                except LoadError as exc:
+                    row.status, row.note = "failed", str(exc)
+                    self.children.stop(child)
+                    continue
+            lives.append(Live(row, port, self.cpus["aux"], target.streams, api_key))
         return rows, lives
 
     def wait_quiet(self) -> None:
@@ -189,17 +198,18 @@ class Bench:
         if args.quiet_wait > 0:
             self.wait_quiet()
         before = cpu_sample(self.children.sessions())
-        row.throughput.append(run_wrk(self.wrk, live.port, args.connections, args.duration, live.wrk_cpus))
+        row.throughput.append(run_wrk(self.wrk, live.port, args.connections, args.duration, live.wrk_cpus,
+                                      api_key=live.api_key))
         row.load.append(cpu_load(before, cpu_sample(self.children.sessions())))
         # One connection is strictly sequential, so wrk can share the target's CPU without
         # contention; then only the target -> upstream hop crosses CPUs, as the baseline's
         # one hop does, and the cross-CPU wake-up cost cancels out of "added p50".
         duration = args.latency_duration or args.duration
-        row.latency.append(run_wrk(self.wrk, live.port, 1, duration, self.cpus["target"]))
+        row.latency.append(run_wrk(self.wrk, live.port, 1, duration, self.cpus["target"], api_key=live.api_key))
         if args.stream and live.streams:
             with pinned(self.cpus["target"]):
                 warmup = 0 if row.stream else min(50, args.stream_requests)
-                row.stream.append(run_stream(live.port, args.stream_requests, warmup))
+                row.stream.append(run_stream(live.port, args.stream_requests, warmup, api_key=live.api_key))
 
     def run(self, targets: list[Target]) -> Summary:
         baseline = self.start_upstream()

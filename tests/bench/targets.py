@@ -23,6 +23,8 @@ class Target:
     config: str | None = None
     streams: bool = True
     needs_redis: bool = False
+    #: a /key/generate body: the load is sent with a virtual key made this way (not the master key)
+    virtual_key: dict | None = None
 
 
 TARGETS = (
@@ -36,6 +38,12 @@ TARGETS = (
     Target("canned", "Flask returning a canned response (no upstream)", app="canned", streams=False),
     Target("llmrelay", "llmrelay", config="bench_config.yaml"),
     Target(
+        "llmrelay-vkey",
+        "llmrelay, virtual key with budget + rpm limit",
+        config="bench_config.yaml",
+        virtual_key={"max_budget": 1_000_000.0, "rpm_limit": 100_000_000, "key_alias": "bench"},
+    ),
+    Target(
         "llmrelay-redis",
         "llmrelay (redis state)",
         config="bench_config_redis.yaml",
@@ -46,9 +54,9 @@ GROUPS = {
     "all": [t.key for t in TARGETS],
     "bare": ["requests", "urllib3", "geventhttpclient", "canned"],
     "forwarders": ["requests", "urllib3", "geventhttpclient"],
-    "llmrelay": ["llmrelay", "llmrelay-redis"],
+    "llmrelay": ["llmrelay", "llmrelay-vkey", "llmrelay-redis"],
 }
-ALIASES = {"ghc": "geventhttpclient", "redis": "llmrelay-redis"}
+ALIASES = {"ghc": "geventhttpclient", "redis": "llmrelay-redis", "vkey": "llmrelay-vkey"}
 
 
 def select(only: str) -> list[Target]:

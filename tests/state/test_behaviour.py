@@ -172,3 +172,11 @@ def test_close_twice_is_harmless(state: State) -> None:
     state.reserve("d", None)
     state.close()
     state.close()
+
+
+def test_spend_adds_up_per_name(state: State) -> None:
+    assert state.spend(["key:a@0"]) == {"key:a@0": 0.0}
+    state.add_spend("key:a@0", 0.25)
+    state.add_spend("key:a@0", 0.5)
+    state.add_spend("team:t@0", 1.0)
+    assert state.spend(["key:a@0", "team:t@0", "user:u@0"]) == {"key:a@0": 0.75, "team:t@0": 1.0, "user:u@0": 0.0}
