@@ -1,6 +1,6 @@
 """Gateway: everything built from one config — services, the stage pipeline, key checks.
 
-Long-lived parts (transport pools, shared state, the SQLite store, tokenizers) are made once per
+Long-lived parts (transport pools, shared state, the store, tokenizers) are made once per
 worker; what depends on the config (models, strategy, pipeline) is rebuilt by ``apply``. Views
 hold the Gateway and read ``gateway.pipeline`` / ``gateway.services`` per request, so a reload
 or a model change swaps one attribute and the next request sees the new world whole.
@@ -26,7 +26,8 @@ from proxy.router.router import Router
 from proxy.router.strategies import make_strategy
 from proxy.services import Services
 from proxy.state import make_state
-from proxy.store import ModelStore, SpendWriter, Store
+from proxy.store import ModelStore, SpendWriter, StoreAPI
+from proxy.store import open_store as store_for_settings
 from proxy.tokens import TokenCounter
 from proxy.transport import DEFAULT_TIMEOUT, Transport
 
@@ -49,13 +50,9 @@ def database_path(config: Config) -> Path | None:
     return config.path.parent / "llmrelay.db" if config.path else None
 
 
-def open_store(config: Config) -> Store | None:
-    path = database_path(config)
-    if path is None:
-        return None
-    gs = config.general_settings
-    return Store(path, pool_limit=int(gs.get("database_connection_pool_limit") or 10),
-                 timeout=float(gs.get("database_connection_timeout") or 5.0))
+def open_store(config: Config) -> StoreAPI | None:
+    """PostgreSQL when ``database_url``/``DATABASE_URL`` is set, else the SQLite file (if any)."""
+    return store_for_settings(config.general_settings, default_path=database_path(config))
 
 
 class Gateway:
@@ -67,7 +64,7 @@ class Gateway:
         transport: Transport | None = None,
         *,
         preload: bool = True,
-        store: Store | bool | None = True,
+        store: StoreAPI | bool | None = True,
         shared_state: bool = True,
     ) -> None:
         self.providers = ProviderRegistry()
@@ -77,7 +74,7 @@ class Gateway:
         self.transport = transport or Transport()
         # a validation-only gateway (shared_state=False) must not connect anywhere
         self.state = make_state(redis_settings(config)) if shared_state else make_state({}, environ={})
-        self.store: Store | None = open_store(config) if store is True else (store or None)
+        self.store: StoreAPI | None = open_store(config) if store is True else (store or None)
         self.model_store = ModelStore(self.store) if self.store is not None else None
         self.spend = SpendWriter(self.store) if self.store is not None else None
         self.models_version = -1

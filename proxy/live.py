@@ -23,7 +23,8 @@ from proxy.errors import ConfigError
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
-    from proxy.store import Store
+    from proxy.store import StoreAPI
+    from proxy.store.api import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,12 @@ CONFIG_GENERATION = "config_generation"
 RELOAD_ATTEMPTS = 8  # ticks (2 s) a worker keeps trying a reload before it keeps the old config
 
 
-def read_counter(store: Store, name: str) -> int:
+def read_counter(store: StoreAPI, name: str) -> int:
     return int(store.query_value("SELECT value FROM store_meta WHERE key = ?", (name,)) or 0)
 
 
-def bump_counter(store: Store, name: str) -> int:
-    def bump(db: Any) -> int:
+def bump_counter(store: StoreAPI, name: str) -> int:
+    def bump(db: Transaction) -> int:
         db.execute("INSERT INTO store_meta (key, value) VALUES (?, 1) "
                    "ON CONFLICT(key) DO UPDATE SET value = value + 1", (name,))
         return int(db.execute("SELECT value FROM store_meta WHERE key = ?", (name,)).fetchone()[0])

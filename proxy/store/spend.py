@@ -3,7 +3,7 @@
 ``SpendWriter.record()`` only appends to an in-memory queue. A background worker (a greenlet in
 a gevent-patched process, a daemon thread otherwise: it is a ``threading.Thread`` either way)
 wakes every ``flush_interval`` seconds, or as soon as ``max_batch`` rows wait, and writes up to
-``max_batch`` rows per transaction with sqlite-utils' ``insert_all``. ``close()`` stops it and
+``max_batch`` rows per transaction (one ``executemany``). ``close()`` stops it and
 writes whatever is left; it is also registered with ``atexit``, so a worker leaving on SIGTERM
 through ``sys.exit`` writes its queue even if nothing called ``close()``.
 
@@ -13,7 +13,7 @@ request, and keeps the row if that made room. If the flush fails, it stops tryin
 synchronously (until a background flush succeeds again) and refuses new rows: each refused
 row is counted in ``dropped`` and logged (the first, then every 1000th).
 
-A ``request_id`` already in the table is ignored (``INSERT OR IGNORE``): re-sending a batch
+A ``request_id`` already in the table is ignored (``ON CONFLICT DO NOTHING``): re-sending a batch
 whose commit outcome was unknown cannot double-count spend.
 """
 
@@ -28,9 +28,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from sqlite_utils import Database
-
-from proxy.store.db import Store
+from proxy.store.api import StoreAPI, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +49,12 @@ SPEND_COLUMNS = (
     "metadata",
 )
 _KNOWN = frozenset(SPEND_COLUMNS)
+# Every column quoted: ``user`` is a reserved word in PostgreSQL.
+_QUOTED = ", ".join(f'"{c}"' for c in SPEND_COLUMNS)
+_INSERT = (
+    f"INSERT INTO spend_logs ({_QUOTED})"
+    f" VALUES ({', '.join('?' * len(SPEND_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
+)
 _DROP_LOG_EVERY = 1000
 _CLOSE_ATTEMPTS = 3
 
@@ -60,7 +64,7 @@ class SpendWriter:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreAPI,
         flush_interval: float = 0.5,
         max_batch: int = 500,
         max_queue: int = 100_000,
@@ -166,8 +170,8 @@ class SpendWriter:
                 self._sync_flush_failed = False
 
     def _insert(self, batch: list[tuple[Any, ...]], *, offload: bool | None = None) -> None:
-        def insert(db: Database) -> None:
-            db["spend_logs"].insert_all([SPEND_COLUMNS, *batch], ignore=True, batch_size=self.max_batch)
+        def insert(db: Transaction) -> None:
+            db.executemany(_INSERT, batch)
 
         self.store.write(insert, offload=offload)
         self.written += len(batch)
@@ -192,7 +196,7 @@ class SpendWriter:
             )
 
 
-def spend_logs(store: Store, limit: int = 100, request_id: str | None = None) -> list[dict[str, Any]]:
+def spend_logs(store: StoreAPI, limit: int = 100, request_id: str | None = None) -> list[dict[str, Any]]:
     """Newest rows first (only what has been flushed), ``metadata`` decoded."""
     if request_id is not None:
         rows = store.query("SELECT * FROM spend_logs WHERE request_id = ?", (request_id,))
@@ -203,12 +207,12 @@ def spend_logs(store: Store, limit: int = 100, request_id: str | None = None) ->
     return rows
 
 
-def total_spend(store: Store, model: str | None = None) -> float:
+def total_spend(store: StoreAPI, model: str | None = None) -> float:
     """Sum of ``spend`` in USD, for one model group or all."""
     if model is None:
-        value = store.query_value("SELECT TOTAL(spend) FROM spend_logs")
+        value = store.query_value("SELECT COALESCE(SUM(spend), 0) FROM spend_logs")
     else:
-        value = store.query_value("SELECT TOTAL(spend) FROM spend_logs WHERE model = ?", (model,))
+        value = store.query_value("SELECT COALESCE(SUM(spend), 0) FROM spend_logs WHERE model = ?", (model,))
     return float(value or 0.0)
 
 
