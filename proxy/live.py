@@ -41,7 +41,7 @@ def read_counter(store: StoreAPI, name: str) -> int:
 def bump_counter(store: StoreAPI, name: str) -> int:
     def bump(db: Transaction) -> int:
         db.execute("INSERT INTO store_meta (key, value) VALUES (?, 1) "
-                   "ON CONFLICT(key) DO UPDATE SET value = value + 1", (name,))
+                   "ON CONFLICT (key) DO UPDATE SET value = store_meta.value + 1", (name,))
         return int(db.execute("SELECT value FROM store_meta WHERE key = ?", (name,)).fetchone()[0])
 
     return store.write(bump)

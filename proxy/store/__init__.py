@@ -43,13 +43,16 @@ SQL is written once, for both:
 - ``?`` placeholders, positional params as a tuple. (PostgreSQL: translated to ``%s``; a ``?``
   inside a quoted literal is left alone.)
 - Portable statements only: ``INSERT ... ON CONFLICT (col) DO UPDATE SET x = excluded.x`` or
-  ``DO NOTHING`` (not ``INSERT OR REPLACE/IGNORE``), ``COALESCE(SUM(x), 0)`` (not ``TOTAL``),
-  no ``PRAGMA``, no ``RETURNING``-only logic, no SQLite date functions. Quote the reserved
-  column name ``"user"``.
+  ``DO NOTHING`` (not ``INSERT OR REPLACE/IGNORE``); in ``DO UPDATE`` name the old row's
+  columns with the table (``SET n = counters.n + 1``: a bare ``n`` is ambiguous to
+  PostgreSQL); ``COALESCE(SUM(x), 0)`` (not ``TOTAL``); no ``PRAGMA``, no SQLite date
+  functions, no ``LIKE`` that relies on case (SQLite's is case-insensitive). ``RETURNING``
+  works on both. Quote the reserved column name ``"user"``.
 - Types: TEXT for strings and JSON (``json.dumps``), INTEGER for ints and flags (pass ``int``,
   never ``bool``: PostgreSQL will not store a boolean in an INTEGER column), floats for
   REAL/DOUBLE PRECISION columns (epoch seconds for times). Values read back have the same
-  Python types on both backends.
+  Python types on both backends, except aggregates: PostgreSQL's ``SUM`` of a BIGINT column
+  is a ``Decimal``, so wrap sums and counts in ``int()``/``float()``.
 - DDL goes in a new ``db.Migration`` step appended to ``MIGRATIONS``, with the PostgreSQL
   variant in ``dialects={"postgresql": (...)}`` where types differ (REAL -> DOUBLE PRECISION,
   INTEGER -> BIGINT for counters and sums, no ``WITHOUT ROWID``).

@@ -320,6 +320,11 @@ class Store:
         return int(self.query_value("PRAGMA user_version"))
 
     @property
+    def connections_open(self) -> int:
+        """Connections the pool holds now, in use or idle."""
+        return self._opened
+
+    @property
     def journal_mode(self) -> str:
         return str(self.query_value("PRAGMA journal_mode"))
 

@@ -222,6 +222,8 @@ class PostgresStore:
     @property
     def connections_open(self) -> int:
         """Connections the pool holds now, in use or idle."""
+        if self._pool.closed:
+            return 0
         return int(self._pool.get_stats().get("pool_size", 0))
 
     def close(self) -> None:
