@@ -17,7 +17,6 @@ import psycopg
 import pytest
 
 from proxy.store import ModelStore, StoreAPI, connect
-from tests.pg_server import pg_url  # noqa: F401 - fixture
 
 BACKENDS = ("sqlite", "postgresql")
 
