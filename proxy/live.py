@@ -1,7 +1,7 @@
 """Live updates: runtime model changes and config reloads reach every worker of every instance.
 
-One background greenlet per worker watches two counters in the host's SQLite file (each change
-bumps one): ``models_version`` (runtime models) and ``config_generation`` (reloads). A change is
+One background greenlet per worker watches two counters in the store (the host's SQLite file, or
+the PostgreSQL database every instance shares; each change bumps one): ``models_version`` (runtime models) and ``config_generation`` (reloads). A change is
 picked up within ``interval`` (0.25 s) and swapped in without a restart; requests in flight keep
 what they started with.
 
