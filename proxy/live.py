@@ -1,14 +1,17 @@
 """Live updates: runtime model changes and config reloads reach every worker of every instance.
 
-One background greenlet per worker watches two counters in the store (the host's SQLite file, or
-the PostgreSQL database every instance shares; each change bumps one): ``models_version`` (runtime models) and ``config_generation`` (reloads). A change is
-picked up within ``interval`` (0.25 s) and swapped in without a restart; requests in flight keep
-what they started with.
+One background greenlet per worker watches two counters in the store (each change bumps one):
+``models_version`` (runtime models) and ``config_generation`` (reloads). A change is picked up
+within ``interval`` (0.25 s) and swapped in without a restart; requests in flight keep what they
+started with. On PostgreSQL the store is shared by every instance, so this alone carries changes
+across hosts.
 
-Across hosts, Redis carries the runtime models: every change is also written to a Redis hash
-(the fleet's copy) and announced on a channel. Each instance mirrors what it hears into its own
-SQLite file (so it keeps the models across restarts), which its workers then pick up as above. A
-full re-read of the hash every ``resync`` seconds repairs anything missed during an outage.
+Across hosts on SQLite, Redis carries the runtime models: every change is also written to a
+Redis hash (the fleet's copy) and announced on a channel. Each instance mirrors what it hears
+into its own store (so it keeps the models across restarts), which its workers then pick up as
+above. A full re-read of the hash every ``resync`` seconds repairs anything missed during an
+outage. (With a shared PostgreSQL database the mirroring is redundant and harmless: applying a
+row already held changes nothing.)
 """
 
 from __future__ import annotations
