@@ -124,11 +124,12 @@ class PostgresTransaction:
         self.conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self.conn.execute(to_psycopg(sql), params)
+        # Never None: psycopg reads %% as % only when it is given parameters, even empty ones.
+        return self.conn.execute(to_psycopg(sql), params or ())
 
     def executemany(self, sql: str, seq_of_params: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cursor = self.conn.cursor()
-        cursor.executemany(to_psycopg(sql), seq_of_params)
+        cursor.executemany(to_psycopg(sql), seq_of_params)  # each params tuple: see execute
         return cursor
 
 
@@ -202,7 +203,7 @@ class PostgresStore:
         with self._connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             try:
-                return cursor.execute(to_psycopg(sql), params).fetchall()
+                return cursor.execute(to_psycopg(sql), params or ()).fetchall()
             except pg_errors.LockNotAvailable as exc:
                 raise self._locked(exc) from exc
 
@@ -210,7 +211,7 @@ class PostgresStore:
         """First column of the first row of one statement, or None."""
         with self._connection() as conn:
             try:
-                row = conn.execute(to_psycopg(sql), params).fetchone()
+                row = conn.execute(to_psycopg(sql), params or ()).fetchone()
             except pg_errors.LockNotAvailable as exc:
                 raise self._locked(exc) from exc
         return None if row is None else row[0]

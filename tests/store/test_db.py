@@ -216,6 +216,8 @@ def test_transaction_api(store: StoreAPI) -> None:
         {"q": "?", "p": "100%", "key": "new"}
     ]
     assert store.query_value("SELECT value FROM store_meta WHERE key = ?", ("absent",)) is None
+    assert store.query_value("SELECT '100%'") == "100%"  # no params at all
+    assert store.write(lambda db: db.execute("SELECT '5%', '?'").fetchone()) == ("5%", "?")
 
     def snapshot(db: Any) -> tuple[int, int]:
         return (db.execute("SELECT COUNT(*) FROM store_meta").fetchone()[0],
