@@ -26,6 +26,8 @@ setup(
         "pyyaml>=6.0",
         "redis>=5.0",
         "sqlite-utils>=3.36",
+        "psycopg[binary]>=3.2",  # PostgreSQL store (DATABASE_URL); gevent-aware from 3.1.14
+        "psycopg-pool>=3.2",
         "orjson>=3.9",
         "botocore>=1.34",  # SigV4 signing for bedrock/
         "tiktoken>=0.9",

@@ -17,14 +17,14 @@ from proxy.errors import ConfigError, ProxyError, error_for_status
 from proxy.gateway import Gateway, open_store
 from proxy.generations import INSTANCE_ENV, Generations, Instance
 from proxy.live import LiveUpdates
-from proxy.store import Store
+from proxy.store import StoreAPI, connect
 
 log = logging.getLogger(__name__)
 
 STORE_ENV = "LLMRELAY_DATABASE"  # the store the master opened; its workers open the same
 
 
-def boot(config: Config | str | os.PathLike[str] | dict | None) -> tuple[Config, Store | None, int]:
+def boot(config: Config | str | os.PathLike[str] | dict | None) -> tuple[Config, StoreAPI | None, int]:
     """The config, store and config generation a new app starts with.
 
     A worker whose master published a snapshot (proxy/master.py) starts from that snapshot, not
@@ -33,7 +33,7 @@ def boot(config: Config | str | os.PathLike[str] | dict | None) -> tuple[Config,
     a file-based config is then published as this process's own first generation.
     """
     if config is None and os.environ.get(STORE_ENV) and os.environ.get(INSTANCE_ENV):
-        store = Store(os.environ[STORE_ENV])
+        store = connect(os.environ[STORE_ENV])
         generations = Generations(store, Instance.here())
         # Counted as a worker before reading: a reload that does not see this worker yet was
         # published before the read below, so this worker starts from that generation or later.

@@ -2,7 +2,7 @@
 
 Virtual keys and teams are cached per worker (``key_cache``) and kept across config reloads.
 
-Long-lived parts (transport pools, shared state, the SQLite store, tokenizers) are made once per
+Long-lived parts (transport pools, shared state, the store, tokenizers) are made once per
 worker; what depends on the config (models, strategy, pipeline) is rebuilt by ``apply``. Views
 hold the Gateway and read ``gateway.pipeline`` / ``gateway.services`` per request, so a reload
 or a model change swaps one attribute and the next request sees the new world whole.
@@ -31,7 +31,7 @@ from proxy.router.strategies import make_strategy
 from proxy.services import Services
 from proxy.state import make_state
 from proxy.statedir import DB_FILE, state_dir
-from proxy.store import ModelStore, SpendWriter, Store
+from proxy.store import ModelStore, SpendWriter, StoreAPI, connect, database_url
 from proxy.store.keys import KeyStore
 from proxy.tokens import TokenCounter
 from proxy.transport import DEFAULT_TIMEOUT, Transport
@@ -60,16 +60,26 @@ def database_path(config: Config, environ: Mapping[str, str] | None = None) -> t
     return folder / DB_FILE, setting
 
 
-def open_store(config: Config, path: Path | None = None) -> Store | None:
-    """The store the config asks for (or the SQLite file at ``path``), with its pool settings."""
-    if path is None:
-        located = database_path(config)
+def store_target(config: Config) -> tuple[str | Path, str] | None:
+    """Where the store is, and the setting that says so: a PostgreSQL URL when
+    ``general_settings.database_url`` or ``DATABASE_URL`` is set, else the SQLite file."""
+    url = database_url(config.general_settings)
+    if url:
+        setting = "general_settings.database_url" if config.general_settings.get("database_url") else "DATABASE_URL"
+        return url, setting
+    return database_path(config)
+
+
+def open_store(config: Config, target: str | Path | None = None) -> StoreAPI | None:
+    """The store the config asks for (or the one at ``target``), with its pool settings."""
+    if target is None:
+        located = store_target(config)
         if located is None:
             return None
-        path = located[0]
+        target = located[0]
     gs = config.general_settings
-    return Store(path, pool_limit=int(gs.get("database_connection_pool_limit") or 10),
-                 timeout=float(gs.get("database_connection_timeout") or 5.0))
+    return connect(target, pool_limit=int(gs.get("database_connection_pool_limit") or 10),
+                   timeout=float(gs.get("database_connection_timeout") or 5.0))
 
 
 def check_config(path: str | os.PathLike[str]) -> tuple[Config, str]:
@@ -95,7 +105,7 @@ class Gateway:
         transport: Transport | None = None,
         *,
         preload: bool = True,
-        store: Store | bool | None = True,
+        store: StoreAPI | bool | None = True,
         shared_state: bool = True,
     ) -> None:
         self.providers = ProviderRegistry()
@@ -105,7 +115,7 @@ class Gateway:
         self.transport = transport or Transport()
         # a validation-only gateway (shared_state=False) must not connect anywhere
         self.state = make_state(redis_settings(config)) if shared_state else make_state({}, environ={})
-        self.store: Store | None = open_store(config) if store is True else (store or None)
+        self.store: StoreAPI | None = open_store(config) if store is True else (store or None)
         self.model_store = ModelStore(self.store) if self.store is not None else None
         self.spend = SpendWriter(self.store) if self.store is not None else None
         self.key_store = KeyStore(self.store) if self.store is not None else None

@@ -28,7 +28,7 @@ import gevent
 from proxy.config import Config, load_config
 
 if TYPE_CHECKING:
-    from proxy.store import Store
+    from proxy.store import StoreAPI
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Snapshot:
 class Generations:
     """One instance's snapshots and its workers' progress, kept in the store."""
 
-    def __init__(self, store: Store, instance: Instance) -> None:
+    def __init__(self, store: StoreAPI, instance: Instance) -> None:
         self.store = store
         self.instance = instance
 

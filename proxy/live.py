@@ -6,11 +6,15 @@ instance's newest config generation (proxy/generations.py). A change is picked u
 started with. A reload applies the validated snapshot, never the file. The same tick reloads
 the key cache when ``keys_version`` moved and re-reads the spend totals written since the last
 tick (``proxy.keys.cache``).
+On PostgreSQL the store is shared by every instance, so runtime models and keys reach every
+host this way too.
 
-Across hosts, Redis carries the runtime models: every change is also written to a Redis hash
-(the fleet's copy) and announced on a channel. Each instance mirrors what it hears into its own
-SQLite file (so it keeps the models across restarts), which its workers then pick up as above. A
-full re-read of the hash every ``resync`` seconds repairs anything missed during an outage.
+Across hosts on SQLite, Redis carries the runtime models: every change is also written to a
+Redis hash (the fleet's copy) and announced on a channel. Each instance mirrors what it hears
+into its own store (so it keeps the models across restarts), which its workers then pick up as
+above. A full re-read of the hash every ``resync`` seconds repairs anything missed during an
+outage. (With a shared PostgreSQL database the mirroring is redundant and harmless: applying a
+row already held changes nothing.)
 """
 
 from __future__ import annotations

@@ -15,24 +15,27 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sqlite3
 import sys
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from proxy.app import STORE_ENV
 from proxy.bucket import config_path_from_env
 from proxy.config import Config
 from proxy.errors import ConfigError
-from proxy.gateway import check_config, database_path, open_store
+from proxy.gateway import check_config, open_store, store_target
 from proxy.generations import INSTANCE_ENV, Generations, Instance
 from proxy.live import reload_deadline
 from proxy.statedir import STATE_DIR_ENV, state_dir, writable_problem
-from proxy.store import Store, StoreError
+from proxy.store import StoreError, connect
 
 log = logging.getLogger("llmrelay")
+URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 
 
 def fail(lines: Iterable[str], header: str | None = None) -> NoReturn:
@@ -59,23 +62,33 @@ def prepare(config_path: str | None) -> Config:
     os.environ["CONFIG_FILE_PATH"] = str(config.path)
     instance = Instance(socket.gethostname(), os.getpid())
     instance.export()
-    located = database_path(config)
+    located = store_target(config)
     if located is not None:
-        path, setting = located
-        problem = writable_problem(path)
-        if problem:
-            fail([f"{setting}: {problem}"])
+        target, setting = located
+        if isinstance(target, Path):
+            problem = writable_problem(target)
+            if problem:
+                fail([f"{setting}: {problem}"])
         try:
-            store = open_store(config, path)
+            store = open_store(config, target)
         except (StoreError, sqlite3.Error, OSError) as exc:
-            fail([f"{setting}: {path} cannot be opened as the store ({exc})"])
+            fail([f"{setting}: {describe(target)} cannot be opened as the store ({redact_url(str(exc))})"])
         assert store is not None
         with store:
             generations = Generations(store, instance)
             generations.prune_dead_instances()
             generations.publish(config.path, text)
-        os.environ[STORE_ENV] = str(path)
+        os.environ[STORE_ENV] = str(target)
     return config
+
+
+def describe(target: str | Path) -> str:
+    """A store's location for a message: a database URL without its password."""
+    return redact_url(str(target))
+
+
+def redact_url(text: str) -> str:
+    return URL_PASSWORD.sub(r"\1***@", text)
 
 
 def prepare_once() -> None:
@@ -99,7 +112,7 @@ def install_reload(arbiter: Any) -> None:
             log.error("SIGHUP: config %s refused, every worker keeps its config:\n  %s",
                       path, "\n  ".join(exc.errors))
             return
-        with Store(store_path) as store:
+        with connect(store_path) as store:
             generation = Generations(store, Instance.here()).publish(config.path, text)
         log.info("SIGHUP: config %s validated as generation %d; workers apply it in place", path, generation)
         threading.Thread(target=report_when_applied, args=(store_path, generation), daemon=True).start()
@@ -109,7 +122,7 @@ def install_reload(arbiter: Any) -> None:
 
 def report_when_applied(store_path: str, generation: int) -> None:
     """Log whether every worker took ``generation`` within the reload deadline."""
-    with Store(store_path) as store:
+    with connect(store_path) as store:
         behind = Generations(store, Instance.here()).wait(generation, reload_deadline())
     if behind:
         log.error("config generation %d: worker(s) %s did not apply it within %gs",

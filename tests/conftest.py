@@ -1,4 +1,4 @@
-"""Shared fixtures: the mock OpenAI upstream (one process for the session)."""
+"""Shared fixtures: the mock OpenAI upstream (one process for the session), Redis, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def upstream() -> Iterator[MockOpenAI]:
         yield server
 
 
+from tests.pg_server import pg_url  # noqa: E402,F401 - shared fixtures
 from tests.redis_server import private_redis, redis_url  # noqa: E402,F401 - shared fixtures
 
 

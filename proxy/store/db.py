@@ -1,4 +1,4 @@
-"""The SQLite file behind ``proxy/store``: connections, pragmas, schema and migrations.
+"""The SQLite backend of ``proxy/store``, and the schema both backends share (``MIGRATIONS``).
 
 Every gunicorn worker on a host opens the same file, so everything here is written for several
 processes at once:
@@ -39,12 +39,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,16 +64,36 @@ class StoreBusy(StoreError):
     """The database stayed locked, or no pooled connection came free, for ``timeout`` seconds."""
 
 
+def postgres_ddl(statements: tuple[str, ...]) -> tuple[str, ...]:
+    """SQLite DDL for PostgreSQL, where REAL is 4 bytes (epoch seconds would lose minutes)."""
+    return tuple(re.sub(r"\bREAL\b", "DOUBLE PRECISION", statement) for statement in statements)
+
+
 @dataclass(frozen=True)
 class Migration:
-    """One schema step; ``statements`` run in order inside a single transaction."""
+    """One schema step; its statements run in order inside a single transaction.
+
+    ``statements`` are for SQLite and for any dialect not named in ``dialects``; a step whose
+    DDL differs (PostgreSQL's REAL is 4 bytes, it has no WITHOUT ROWID, ``user`` is reserved)
+    carries the other dialect's statements in ``dialects``, keyed by ``Store.dialect``.
+    """
 
     name: str
     statements: tuple[str, ...]
+    dialects: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def statements_for(self, dialect: str) -> tuple[str, ...]:
+        return self.dialects.get(dialect, self.statements)
+
+    @classmethod
+    def portable(cls, name: str, statements: tuple[str, ...]) -> Migration:
+        """A step written once: PostgreSQL runs the same statements with REAL widened."""
+        return cls(name, statements, {"postgresql": postgres_ddl(statements)})
 
 
-#: The schema history, oldest first. ``PRAGMA user_version`` holds how many have been applied.
-#: Append only: a released step is never edited, so any older file can be brought forward.
+#: The schema history, oldest first, for both backends: SQLite keeps how many have been applied
+#: in ``PRAGMA user_version``, PostgreSQL in the ``llmrelay_schema`` table (``proxy/store/postgres``).
+#: Append only: a released step is never edited, so any older database can be brought forward.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "models",
@@ -86,6 +107,18 @@ MIGRATIONS: tuple[Migration, ...] = (
                 updated_at REAL NOT NULL
             )""",
         ),
+        {
+            "postgresql": (
+                """CREATE TABLE models (
+                    id TEXT PRIMARY KEY,
+                    model_name TEXT NOT NULL,
+                    litellm_params TEXT NOT NULL,
+                    model_info TEXT NOT NULL DEFAULT '{}',
+                    created_at DOUBLE PRECISION NOT NULL,
+                    updated_at DOUBLE PRECISION NOT NULL
+                )""",
+            ),
+        },
     ),
     Migration(
         "model_versions_and_tombstones",
@@ -100,6 +133,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Start above zero when rows already exist, so a poller that saw 0 reloads.
             "INSERT INTO store_meta (key, value) VALUES ('models_version', (SELECT COUNT(*) FROM models))",
         ),
+        {
+            "postgresql": (
+                "ALTER TABLE models ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+                "ALTER TABLE models ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+                "CREATE INDEX models_model_name ON models (model_name)",
+                "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+                "INSERT INTO store_meta (key, value) VALUES ('models_version', (SELECT COUNT(*) FROM models))",
+            ),
+        },
     ),
     Migration(
         "spend_logs",
@@ -124,8 +166,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX spend_logs_model ON spend_logs (model)",
             "CREATE INDEX spend_logs_api_key_hash ON spend_logs (api_key_hash)",
         ),
+        {
+            "postgresql": (
+                """CREATE TABLE spend_logs (
+                    request_id TEXT PRIMARY KEY,
+                    created_at DOUBLE PRECISION NOT NULL,
+                    model TEXT NOT NULL DEFAULT '',
+                    deployment_id TEXT,
+                    provider TEXT,
+                    api_key_hash TEXT,
+                    "user" TEXT,
+                    prompt_tokens BIGINT NOT NULL DEFAULT 0,
+                    completion_tokens BIGINT NOT NULL DEFAULT 0,
+                    total_tokens BIGINT NOT NULL DEFAULT 0,
+                    spend DOUBLE PRECISION NOT NULL DEFAULT 0,
+                    status INTEGER,
+                    latency_ms DOUBLE PRECISION,
+                    metadata TEXT NOT NULL DEFAULT '{}'
+                )""",
+                "CREATE INDEX spend_logs_created_at ON spend_logs (created_at)",
+                "CREATE INDEX spend_logs_model ON spend_logs (model)",
+                "CREATE INDEX spend_logs_api_key_hash ON spend_logs (api_key_hash)",
+            ),
+        },
     ),
-    Migration(
+    Migration.portable(
         "config_generations",
         (
             # One running proxy (a master and its workers) is an "instance"; each reload is a
@@ -147,7 +212,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
-    Migration(
+    Migration.portable(
         "keys_teams_spend_totals",
         (
             # Virtual keys: ``token`` is the sha256 hex of the key, never the key itself.
@@ -207,7 +272,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
 )
-
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -237,6 +301,21 @@ def _native_sleep() -> Callable[[float], None]:
     return monkey.get_original("time", "sleep")  # type: ignore[no-any-return]
 
 
+class SqliteTransaction:
+    """What ``write``/``read`` hand to their function: the common ``execute``/``executemany``."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, seq_of_params: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, seq_of_params)
+
+
 class Store:
     """One SQLite file: a small connection pool, short transactions, schema kept current.
 
@@ -245,6 +324,8 @@ class Store:
     connection. ``offload`` runs writes in gevent's threadpool; ``None`` decides by whether the
     process is monkey-patched.
     """
+
+    dialect = "sqlite"
 
     def __init__(
         self,
@@ -284,14 +365,14 @@ class Store:
 
     # -- public operations -------------------------------------------------------------------
 
-    def write(self, fn: Callable[[Database], T], *, offload: bool | None = None) -> T:
+    def write(self, fn: Callable[[SqliteTransaction], T], *, offload: bool | None = None) -> T:
         """Run ``fn(db)`` in one ``BEGIN IMMEDIATE`` transaction; retried whole on a busy lock.
 
         ``fn`` may therefore run more than once: it must only touch the database.
         """
         return self._run(lambda db, sleep: self._transaction(db, fn, "BEGIN IMMEDIATE", sleep), offload)
 
-    def read(self, fn: Callable[[Database], T], *, offload: bool = False) -> T:
+    def read(self, fn: Callable[[SqliteTransaction], T], *, offload: bool = False) -> T:
         """Run ``fn(db)`` in one read transaction, so several SELECTs see one snapshot."""
         return self._run(lambda db, sleep: self._transaction(db, fn, "BEGIN", sleep), offload)
 
@@ -328,6 +409,11 @@ class Store:
     @property
     def schema_version(self) -> int:
         return int(self.query_value("PRAGMA user_version"))
+
+    @property
+    def connections_open(self) -> int:
+        """Connections the pool holds now, in use or idle."""
+        return self._opened
 
     @property
     def journal_mode(self) -> str:
@@ -454,13 +540,13 @@ class Store:
     # -- transactions ------------------------------------------------------------------------
 
     def _transaction(
-        self, db: Database, fn: Callable[[Database], T], begin: str, sleep: Callable[[float], None]
+        self, db: Database, fn: Callable[[SqliteTransaction], T], begin: str, sleep: Callable[[float], None]
     ) -> T:
         def attempt() -> T:
             conn = db.conn
             conn.execute(begin)
             try:
-                result = fn(db)
+                result = fn(SqliteTransaction(conn))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -502,14 +588,14 @@ class Store:
                 log.info("%s: applied schema migration %d (%s)", self.path, current, applied)
 
     @staticmethod
-    def _migrate_one(db: Database) -> tuple[int, str | None]:
+    def _migrate_one(tx: SqliteTransaction) -> tuple[int, str | None]:
         """Apply the next migration, if any is still due once the write lock is held."""
         # Re-read under the lock: another worker may have migrated since we looked.
-        version = int(db.conn.execute("PRAGMA user_version").fetchone()[0])
+        version = int(tx.execute("PRAGMA user_version").fetchone()[0])
         if version >= SCHEMA_VERSION:
             return version, None
         step = MIGRATIONS[version]
-        for statement in step.statements:
-            db.execute(statement)
-        db.execute(f"PRAGMA user_version = {version + 1}")
+        for statement in step.statements_for(Store.dialect):
+            tx.execute(statement)
+        tx.execute(f"PRAGMA user_version = {version + 1}")
         return version + 1, step.name

@@ -1,4 +1,4 @@
-"""Models added at runtime (``/model/new``, ``/model/update``, ``/model/delete``), kept in SQLite.
+"""Models added at runtime (``/model/new``, ``/model/update``, ``/model/delete``), kept in the store.
 
 ``litellm_params`` and ``model_info`` are stored as given: an ``"os.environ/AZURE_API_KEY"``
 value stays that string here and is resolved when the router loads the row, so a rotated
@@ -36,15 +36,17 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlite_utils import Database
-
-from proxy.store.db import Store, StoreError
+from proxy.store.api import StoreAPI, Transaction, rows
+from proxy.store.db import StoreError
 
 _COLUMNS = (
     "id", "model_name", "litellm_params", "model_info", "created_at", "updated_at", "version", "deleted",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM models"
-_UPSERT = f"INSERT OR REPLACE INTO models ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_UPSERT = (
+    f"INSERT INTO models ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+    f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLUMNS[1:])}"
+)
 _BUMP = "UPDATE store_meta SET value = value + 1 WHERE key = 'models_version'"
 _VERSION = "SELECT value FROM store_meta WHERE key = 'models_version'"
 
@@ -60,7 +62,7 @@ class ModelExists(StoreError, ValueError):
 class ModelStore:
     """Runtime models on a ``Store``; every method is one short transaction."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreAPI) -> None:
         self.store = store
 
     # -- local edits -------------------------------------------------------------------------
@@ -81,7 +83,7 @@ class ModelStore:
         params = _check_dict("litellm_params", litellm_params)
         info = _check_dict("model_info", info)
 
-        def add(db: Database) -> dict[str, Any]:
+        def add(db: Transaction) -> dict[str, Any]:
             current = _fetch(db, model_id)
             if current is not None and not current["deleted"]:
                 raise ModelExists(f"a model with id {model_id!r} already exists")
@@ -127,7 +129,7 @@ class ModelStore:
             if "id" in model_info and str(model_info["id"]) != model_id:
                 raise ValueError(f"model_info.id {model_info['id']!r} differs from model_id {model_id!r}")
 
-        def update(db: Database) -> dict[str, Any]:
+        def update(db: Transaction) -> dict[str, Any]:
             current = _fetch(db, model_id)
             if current is None or current["deleted"]:
                 raise ModelNotFound(f"no model with id {model_id!r}")
@@ -149,7 +151,7 @@ class ModelStore:
     def delete(self, model_id: str) -> bool:
         """Replace a live model by its tombstone; False when there was no live model to delete."""
 
-        def delete(db: Database) -> bool:
+        def delete(db: Transaction) -> bool:
             current = _fetch(db, model_id)
             if current is None or current["deleted"]:
                 return False
@@ -169,7 +171,7 @@ class ModelStore:
     def models_version(self) -> int:
         """The change counter: equal between two calls means nothing changed in between.
 
-        One primary-key SELECT on a WITHOUT ROWID table, run inline: ~6 µs. ``PRAGMA
+        One primary-key SELECT (SQLite: on a WITHOUT ROWID table, inline, ~6 µs). ``PRAGMA
         data_version`` as a "did anything change" pre-check measured ~9 µs on its own, so a
         pre-check would only add cost.
         """
@@ -185,7 +187,7 @@ class ModelStore:
         """``upsert`` of each row, in one transaction; returns how many were applied."""
         incoming = [_normalize(row) for row in rows]
 
-        def upsert_many(db: Database) -> int:
+        def upsert_many(db: Transaction) -> int:
             applied = 0
             for new in incoming:
                 current = _fetch(db, new["id"])
@@ -211,7 +213,7 @@ class ModelStore:
                 raise ValueError(f"duplicate model id {new['id']!r} in replace_all")
             incoming[new["id"]] = new
 
-        def replace_all(db: Database) -> int:
+        def replace_all(db: Transaction) -> int:
             current = {row["id"]: _decode(row) for row in _rows(db, _SELECT)}
             changed = 0
             for model_id in current.keys() - incoming.keys():
@@ -231,7 +233,7 @@ class ModelStore:
         """Drop tombstones older than ``older_than`` seconds; returns how many went."""
         cutoff = time.time() - older_than
 
-        def purge(db: Database) -> int:
+        def purge(db: Transaction) -> int:
             return db.execute("DELETE FROM models WHERE deleted = 1 AND updated_at < ?", (cutoff,)).rowcount
 
         return self.store.write(purge)
@@ -243,18 +245,16 @@ class ModelStore:
         return [_decode(row) for row in self.store.query(f"{_SELECT}{where} ORDER BY created_at, id")]
 
 
-def _rows(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    cursor = db.conn.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+def _rows(db: Transaction, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    return rows(db.execute(sql, params))
 
 
-def _fetch(db: Database, model_id: str) -> dict[str, Any] | None:
+def _fetch(db: Transaction, model_id: str) -> dict[str, Any] | None:
     rows = _rows(db, f"{_SELECT} WHERE id = ?", (model_id,))
     return _decode(rows[0]) if rows else None
 
 
-def _write(db: Database, row: dict[str, Any], *, bump: bool = True) -> None:
+def _write(db: Transaction, row: dict[str, Any], *, bump: bool = True) -> None:
     """Store one full row; with ``bump`` also move the change counter (same transaction)."""
     db.execute(
         _UPSERT,

@@ -3,7 +3,7 @@
 ``SpendWriter.record()`` only appends to an in-memory queue. A background worker (a greenlet in
 a gevent-patched process, a daemon thread otherwise: it is a ``threading.Thread`` either way)
 wakes every ``flush_interval`` seconds, or as soon as ``max_batch`` rows wait, and writes up to
-``max_batch`` rows per transaction with sqlite-utils' ``insert_all``. ``close()`` stops it and
+``max_batch`` rows per transaction (one ``executemany``). ``close()`` stops it and
 writes whatever is left; it is also registered with ``atexit``, so a worker leaving on SIGTERM
 through ``sys.exit`` writes its queue even if nothing called ``close()``.
 
@@ -13,7 +13,7 @@ request, and keeps the row if that made room. If the flush fails, it stops tryin
 synchronously (until a background flush succeeds again) and refuses new rows: each refused
 row is counted in ``dropped`` and logged (the first, then every 1000th).
 
-A ``request_id`` already in the table is ignored (``INSERT OR IGNORE``): re-sending a batch
+A ``request_id`` already in the table is ignored (``ON CONFLICT DO NOTHING``): re-sending a batch
 whose commit outcome was unknown cannot double-count spend. A row may carry the running totals it
 adds to (key, team and user spend per budget period, see ``proxy/store/keys.py``); they are added
 in the same transaction as the rows, and only for rows not already there.
@@ -31,9 +31,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlite_utils import Database
-
-from proxy.store.db import Store
+from proxy.store.api import StoreAPI, Transaction
 from proxy.store.keys import Total, add_spend_totals
 
 log = logging.getLogger(__name__)
@@ -57,6 +55,12 @@ SPEND_COLUMNS = (
     "key_alias",
 )
 _KNOWN = frozenset(SPEND_COLUMNS)
+# Every column quoted: ``user`` is a reserved word in PostgreSQL.
+_QUOTED = ", ".join(f'"{c}"' for c in SPEND_COLUMNS)
+_INSERT = (
+    f"INSERT INTO spend_logs ({_QUOTED})"
+    f" VALUES ({', '.join('?' * len(SPEND_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
+)
 _DROP_LOG_EVERY = 1000
 _CLOSE_ATTEMPTS = 3
 
@@ -66,7 +70,7 @@ class SpendWriter:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreAPI,
         flush_interval: float = 0.5,
         max_batch: int = 500,
         max_queue: int = 100_000,
@@ -175,7 +179,7 @@ class SpendWriter:
         rows = [row for row, _ in batch]
         with_totals = [(row[0], totals) for row, totals in batch if totals]
 
-        def insert(db: Database) -> None:
+        def insert(db: Transaction) -> None:
             known: set[str] = set()
             if with_totals:  # a re-sent row is ignored below; its totals must not count twice
                 ids = [request_id for request_id, _ in with_totals]
@@ -184,7 +188,7 @@ class SpendWriter:
                     cursor = db.execute(
                         f"SELECT request_id FROM spend_logs WHERE request_id IN ({', '.join('?' * len(part))})", part)
                     known.update(r[0] for r in cursor.fetchall())
-            db["spend_logs"].insert_all([SPEND_COLUMNS, *rows], ignore=True, batch_size=self.max_batch)
+            db.executemany(_INSERT, rows)
             add_spend_totals(db, [t for request_id, totals in with_totals if request_id not in known for t in totals])
 
         self.store.write(insert, offload=offload)
@@ -211,7 +215,7 @@ class SpendWriter:
 
 
 def spend_logs(
-    store: Store,
+    store: StoreAPI,
     limit: int = 100,
     request_id: str | None = None,
     *,
@@ -257,12 +261,12 @@ def spend_logs(
     return rows
 
 
-def total_spend(store: Store, model: str | None = None) -> float:
+def total_spend(store: StoreAPI, model: str | None = None) -> float:
     """Sum of ``spend`` in USD, for one model group or all."""
     if model is None:
-        value = store.query_value("SELECT TOTAL(spend) FROM spend_logs")
+        value = store.query_value("SELECT COALESCE(SUM(spend), 0) FROM spend_logs")
     else:
-        value = store.query_value("SELECT TOTAL(spend) FROM spend_logs WHERE model = ?", (model,))
+        value = store.query_value("SELECT COALESCE(SUM(spend), 0) FROM spend_logs WHERE model = ?", (model,))
     return float(value or 0.0)
 
 

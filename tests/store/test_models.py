@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proxy.store import ModelExists, ModelNotFound, ModelStore, Store
+from proxy.store import ModelExists, ModelNotFound, ModelStore
+from tests.store.conftest import Backend
 
 AZURE = {"model": "azure/gpt-4o", "api_key": "os.environ/AZURE_API_KEY", "api_base": "https://x.example"}
 
@@ -85,9 +85,9 @@ def test_update_and_missing_models(models: ModelStore) -> None:
 
 
 def test_models_version_moves_on_every_change_and_is_seen_by_other_stores(
-    models: ModelStore, db_path: Path
+    models: ModelStore, backend: Backend
 ) -> None:
-    other = Store(db_path)
+    other = backend.open()
     watcher = ModelStore(other)
     seen = [watcher.models_version()]
     row = models.add("m", {"model": "openai/m"})
@@ -98,7 +98,6 @@ def test_models_version_moves_on_every_change_and_is_seen_by_other_stores(
     seen.append(watcher.models_version())
     assert seen == [0, 1, 2, 3]
     assert watcher.models_version() == models.models_version() == 3  # reads change nothing
-    other.close()
 
 
 def test_readd_after_delete_outranks_the_tombstone(models: ModelStore) -> None:
@@ -164,7 +163,7 @@ def test_late_upsert_cannot_resurrect_a_deleted_model(models: ModelStore) -> Non
     assert models.get("y") is None
 
 
-def test_upsert_order_does_not_matter(tmp_path: Path) -> None:
+def test_upsert_order_does_not_matter(backend: Backend) -> None:
     """Two hosts receiving the same rows in opposite orders end up with the same table."""
     rows = [
         remote("x", 1),
@@ -177,14 +176,12 @@ def test_upsert_order_does_not_matter(tmp_path: Path) -> None:
         remote("z", 1, rpm=1, at=1000.0),
         remote("z", 1, rpm=2, at=1000.0),  # same version and time: content digest decides
     ]
-    a, b = Store(tmp_path / "a.db"), Store(tmp_path / "b.db")
+    a, b = backend.open(), backend.open(backend.another())
     for row in rows:
         ModelStore(a).upsert(row)
     assert ModelStore(b).upsert_many(reversed(rows)) >= 3
     assert ModelStore(a).list(include_deleted=True) == ModelStore(b).list(include_deleted=True)
     assert [r["id"] for r in ModelStore(a).list()] == ["z"]
-    a.close()
-    b.close()
 
 
 def test_upsert_rejects_rows_without_id_or_version(models: ModelStore) -> None:

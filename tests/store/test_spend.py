@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from proxy.store import SpendWriter, Store, StoreBusy
+from proxy.store import SpendWriter, StoreAPI, StoreBusy
+from tests.store.conftest import Backend
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,7 @@ def spend_row(i: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def count(store: Store) -> int:
+def count(store: StoreAPI) -> int:
     return int(store.query_value("SELECT COUNT(*) FROM spend_logs"))
 
 
@@ -51,7 +52,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
 class WriteSpy:
     """Wraps ``store.write`` to count transactions, or to fail them on demand."""
 
-    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, store: StoreAPI, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
         self.failing = False
         self.rows_written: list[int] = []
@@ -69,7 +70,7 @@ class WriteSpy:
         return result
 
 
-def test_rows_are_written_in_batches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rows_are_written_in_batches(store: StoreAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     spy = WriteSpy(store, monkeypatch)
     writer = SpendWriter(store, flush_interval=60, max_batch=10)
     for i in range(9):
@@ -84,14 +85,14 @@ def test_rows_are_written_in_batches(store: Store, monkeypatch: pytest.MonkeyPat
     assert len(spy.rows_written) >= 3 and max(spy.rows_written) == 10  # one transaction per batch
 
 
-def test_background_flush_after_the_interval(store: Store) -> None:
+def test_background_flush_after_the_interval(store: StoreAPI) -> None:
     writer = SpendWriter(store, flush_interval=0.05)
     writer.record(spend_row(1))
     assert wait_for(lambda: count(store) == 1, timeout=2)
     writer.close()
 
 
-def test_close_writes_everything_and_stops(store: Store) -> None:
+def test_close_writes_everything_and_stops(store: StoreAPI) -> None:
     writer = SpendWriter(store, flush_interval=60, max_batch=100)
     for i in range(1234):
         writer.record(spend_row(i))
@@ -103,7 +104,7 @@ def test_close_writes_everything_and_stops(store: Store) -> None:
     assert count(store) == 1235
 
 
-def test_full_queue_flushes_synchronously_instead_of_dropping(store: Store) -> None:
+def test_full_queue_flushes_synchronously_instead_of_dropping(store: StoreAPI) -> None:
     writer = SpendWriter(store, flush_interval=60, max_batch=100, max_queue=5)
     for i in range(7):
         writer.record(spend_row(i))
@@ -114,7 +115,7 @@ def test_full_queue_flushes_synchronously_instead_of_dropping(store: Store) -> N
 
 
 def test_full_queue_with_a_failing_database_counts_and_logs_drops(
-    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    store: StoreAPI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     spy = WriteSpy(store, monkeypatch)
     writer = SpendWriter(store, flush_interval=60, max_batch=100, max_queue=5)
@@ -131,7 +132,7 @@ def test_full_queue_with_a_failing_database_counts_and_logs_drops(
     assert sorted(r["request_id"] for r in writer.spend_logs()) == [f"req-{i}" for i in range(5)]
 
 
-def test_failed_flush_puts_rows_back(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_flush_puts_rows_back(store: StoreAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     spy = WriteSpy(store, monkeypatch)
     writer = SpendWriter(store, flush_interval=60, max_batch=2)
     for i in range(5):
@@ -145,7 +146,7 @@ def test_failed_flush_puts_rows_back(store: Store, monkeypatch: pytest.MonkeyPat
     writer.close()
 
 
-def test_row_checks_and_defaults(store: Store) -> None:
+def test_row_checks_and_defaults(store: StoreAPI) -> None:
     writer = SpendWriter(store, flush_interval=60)
     with pytest.raises(ValueError, match="unknown"):
         writer.record({"request_id": "x", "cost": 1})
@@ -163,7 +164,7 @@ def test_row_checks_and_defaults(store: Store) -> None:
     assert full["metadata"] == {"tags": ["a"], "i": 1}
 
 
-def test_query_helpers(store: Store) -> None:
+def test_query_helpers(store: StoreAPI) -> None:
     writer = SpendWriter(store, flush_interval=60)
     for i in range(5):
         writer.record(spend_row(i, created_at=1000.0 + i))
@@ -178,14 +179,14 @@ def test_query_helpers(store: Store) -> None:
     writer.close()
 
 
-def test_sigterm_loses_nothing(db_path: Path) -> None:
+def test_sigterm_loses_nothing(backend: Backend) -> None:
     """gunicorn turns SIGTERM into SystemExit in the worker; the atexit hook writes the queue."""
     script = textwrap.dedent(
         f"""
         import signal, sys, time
-        from proxy.store import SpendWriter, Store
+        from proxy.store import SpendWriter, connect
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        writer = SpendWriter(Store({str(db_path)!r}), flush_interval=60)
+        writer = SpendWriter(connect({backend.target!r}), flush_interval=60)
         for i in range(300):
             writer.record({{"request_id": f"r{{i}}", "model": "m", "spend": 0.01}})
         print("ready", flush=True)
@@ -197,5 +198,4 @@ def test_sigterm_loses_nothing(db_path: Path) -> None:
     assert child.stdout.readline().strip() == "ready"
     child.send_signal(signal.SIGTERM)
     assert child.wait(10) == 0
-    with Store(db_path) as store:
-        assert count(store) == 300
+    assert count(backend.open()) == 300
