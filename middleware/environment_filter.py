@@ -12,9 +12,9 @@ from typing import Any
 
 from marshmallow import fields, validate
 
+from proxy.deployment import Deployment
 from proxy.errors import ConfigError
 from proxy.pipeline import Stage, StageNotUsed, StageOptions
-from proxy.router.deployment import Deployment
 from proxy.services import Services
 
 ENVIRONMENTS = ("production", "staging", "development")

@@ -24,7 +24,7 @@ from proxy.errors import BadRequest
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.deployment import Deployment
 
 #: Request body fields that carry credentials or choose the upstream.
 FIELDS = ("api_key", "api_base", "base_url")

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from proxy.deployment import Deployment
     from proxy.errors import ProxyError
-    from proxy.router.deployment import Deployment
 
 log = logging.getLogger(__name__)
 

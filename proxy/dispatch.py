@@ -18,7 +18,7 @@ from proxy.providers.shapes import include_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.deployment import Deployment
     from proxy.tokens import TokenCounter
     from proxy.transport import Transport
 

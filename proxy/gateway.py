@@ -19,12 +19,12 @@ from typing import Any
 from proxy import bucket
 from proxy.config import Config, load_config, read_text, resolve_model_entry
 from proxy.costmap import CostMap
+from proxy.deployment import Deployment, expand_organizations
 from proxy.dispatch import Dispatcher
 from proxy.errors import ConfigError
 from proxy.keys import KeyCache, KeyChecker
 from proxy.pipeline import Pipeline
 from proxy.providers.registry import ProviderRegistry, UnsupportedProvider
-from proxy.router.deployment import Deployment, expand_organizations
 from proxy.router.models import ModelRegistry
 from proxy.router.router import Router
 from proxy.router.strategies import make_strategy

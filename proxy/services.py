@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from proxy.config import Config
     from proxy.costmap import CostMap
+    from proxy.deployment import Deployment
     from proxy.providers.registry import ProviderRegistry
-    from proxy.router.deployment import Deployment
     from proxy.router.models import ModelRegistry
     from proxy.router.router import Router
     from proxy.tokens import TokenCounter

@@ -13,9 +13,9 @@ import orjson
 from flask import Blueprint, Response, request
 
 from proxy.api.render import json_response
+from proxy.deployment import Deployment
 from proxy.errors import BadRequest, ConfigError, NotFound, ServiceUnavailable
 from proxy.redact import public_params
-from proxy.router.deployment import Deployment
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway

@@ -45,7 +45,7 @@ from proxy.providers.shapes import alternating_turns, include_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.deployment import Deployment
 
 ANTHROPIC_VERSION = "2023-06-01"
 #: Sent when the request sets no max_tokens (Anthropic requires one; LiteLLM sends 4096 too).

@@ -32,7 +32,7 @@ from proxy.providers.openai import OpenAIAdapter
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.deployment import Deployment
 
 #: Used when neither litellm_params.api_version nor AZURE_API_VERSION is set: the latest GA
 #: (non-preview) version of Azure OpenAI's data-plane inference API.

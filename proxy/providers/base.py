@@ -24,7 +24,7 @@ from proxy.errors import (
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.deployment import Deployment
 
 
 @dataclass(slots=True)

@@ -60,7 +60,7 @@ from proxy.providers.shapes import alternating_turns, include_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.deployment import Deployment
 
 TRANSLATED = frozenset(
     {

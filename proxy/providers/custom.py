@@ -30,7 +30,7 @@ from proxy.providers.shapes import ChatChunks, chat_response, text_of
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.deployment import Deployment
 
 
 # -- the custom adapter ---------------------------------------------------------------------------

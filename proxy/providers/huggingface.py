@@ -35,7 +35,7 @@ from proxy.providers.shapes import ChatChunks, chat_response, token_usage
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.deployment import Deployment
 
 ROUTER_BASE = "https://router.huggingface.co/v1"
 #: TGI generation parameters a deployment may set directly (``top_k: 10`` in litellm_params).

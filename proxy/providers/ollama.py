@@ -33,7 +33,7 @@ from proxy.providers.shapes import ChatChunks, chat_response, text_of, token_usa
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.deployment import Deployment
 
 #: OpenAI param -> Ollama option.
 OPTION_NAMES = {

@@ -18,7 +18,7 @@ from proxy.providers.shapes import text_of
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.deployment import Deployment
 
 CHAT_PARAMS = frozenset(
     {

@@ -7,6 +7,7 @@ recognised by name as LiteLLM does. This is the only place that maps names to ad
 
 from __future__ import annotations
 
+from proxy.deployment import UnsupportedProvider
 from proxy.providers.anthropic import AnthropicAdapter
 from proxy.providers.azure import AzureAdapter, AzureAIAdapter
 from proxy.providers.base import Adapter
@@ -61,10 +62,6 @@ BARE_NAMES: tuple[tuple[str, str], ...] = (
     ("command", "cohere"),
     ("gemini", "gemini"),
 )
-
-
-class UnsupportedProvider(ValueError):
-    """A model string whose provider this proxy cannot serve."""
 
 
 class ProviderRegistry:

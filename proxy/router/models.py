@@ -11,9 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from proxy.deployment import AdapterResolver, Deployment, UnsupportedProvider, expand_organizations
 from proxy.errors import ConfigError
-from proxy.providers.registry import ProviderRegistry, UnsupportedProvider
-from proxy.router.deployment import Deployment, expand_organizations
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ class ModelRegistry:
     def __init__(
         self,
         deployments: list[Deployment],
-        providers: ProviderRegistry,
+        providers: AdapterResolver,
         aliases: dict[str, Any] | None = None,
     ) -> None:
         self.providers = providers
@@ -45,7 +44,7 @@ class ModelRegistry:
     def from_entries(
         cls,
         entries: list[dict[str, Any]],
-        providers: ProviderRegistry,
+        providers: AdapterResolver,
         aliases: dict[str, Any] | None = None,
         *,
         path: str = "model_list",
@@ -56,7 +55,8 @@ class ModelRegistry:
 
         ``supplied(credential_name)`` gives the values that came from outside the file (the
         config's ``supplied_values``), which the deployments keep so nothing shows them;
-        ``extra`` are ready deployments (runtime models) served alongside.
+        ``extra`` are ready deployments (runtime models) served alongside. ``providers`` is the
+        provider registry the builder of the world passes in, kept to bind wildcard matches.
         """
         errors: list[str] = []
         deployments: list[Deployment] = []

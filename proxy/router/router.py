@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy.errors import ContextWindowExceeded, ProxyError, RateLimited, ServiceUnavailable
 
 if TYPE_CHECKING:
+    from proxy.config import Config
     from proxy.context import RequestContext
-    from proxy.router.deployment import Deployment
+    from proxy.costmap import CostMap
+    from proxy.deployment import Deployment
+    from proxy.router.models import ModelRegistry
     from proxy.router.strategies import Strategy
-    from proxy.services import Services
+    from proxy.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +34,25 @@ DEFAULT_COOLDOWN_TIME = 5.0
 MESSAGE_OVERHEAD = 4  # tokens OpenAI adds per chat message (an upper bound)
 
 
+class RouterServices(Protocol):
+    """What the router reads from the gateway's services (proxy.services.Services fits).
+
+    Declared here so the router names no layer above it. Read on each use, not copied:
+    ``models`` is swapped whole when runtime models change, and stages add ``listing_filters``
+    while the pipeline is built.
+    """
+
+    config: Config
+    models: ModelRegistry
+    tokens: TokenCounter
+    costmap: CostMap | None
+    listing_filters: list[Callable[[Deployment], str | None]]
+
+
 class Router:
     """Routing decisions and their bookkeeping, shared by the route stage and /route/explain."""
 
-    def __init__(self, services: Services, state: Any, strategy: Strategy) -> None:
+    def __init__(self, services: RouterServices, state: Any, strategy: Strategy) -> None:
         config = services.config
         self.services = services
         self.state = state

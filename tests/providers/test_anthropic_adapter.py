@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from proxy.context import RequestContext
+from proxy.deployment import Deployment
 from proxy.errors import (
     AuthenticationError,
     BadRequest,
@@ -24,7 +25,6 @@ from proxy.errors import (
 )
 from proxy.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicAdapter
 from proxy.providers.base import UpstreamCall
-from proxy.router.deployment import Deployment
 from tests.mock_upstream.anthropic import MockAnthropic
 
 # ruff: noqa: E501 - recorded payloads keep their lines whole, as they came over the wire

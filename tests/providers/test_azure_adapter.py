@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from proxy.context import RequestContext
+from proxy.deployment import Deployment
 from proxy.errors import (
     AuthenticationError,
     ContentPolicyViolation,
@@ -21,7 +22,6 @@ from proxy.errors import (
 )
 from proxy.providers.azure import DEFAULT_API_VERSION, AzureAdapter, AzureAIAdapter
 from proxy.providers.base import UpstreamCall
-from proxy.router.deployment import Deployment
 from tests.mock_upstream import MockOpenAI
 
 # ruff: noqa: E501 - recorded payloads keep their lines whole, as they came over the wire

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from proxy.context import RequestContext
+from proxy.deployment import Deployment
 from proxy.errors import (
     AuthenticationError,
     BadRequest,
@@ -25,7 +26,6 @@ from proxy.errors import (
 )
 from proxy.providers.bedrock import BedrockAdapter
 from proxy.providers.registry import ProviderRegistry
-from proxy.router.deployment import Deployment
 
 # ruff: noqa: E501 - recorded payloads keep their lines whole
 

@@ -12,12 +12,12 @@ import pytest
 
 from middleware.prompt_template import render
 from proxy.context import RequestContext
+from proxy.deployment import Deployment
 from proxy.dispatch import Dispatcher
 from proxy.errors import AuthenticationError, BadRequest, RateLimited, ServiceUnavailable, UpstreamError
 from proxy.providers.base import UpstreamCall
 from proxy.providers.custom import CustomAdapter
 from proxy.providers.registry import ProviderRegistry
-from proxy.router.deployment import Deployment
 
 # ruff: noqa: E501 - recorded payloads keep their lines whole, as they came over the wire
 ANSWER = {

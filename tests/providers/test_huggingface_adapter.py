@@ -10,6 +10,7 @@ import pytest
 
 from middleware.prompt_template import render
 from proxy.context import RequestContext
+from proxy.deployment import Deployment
 from proxy.errors import (
     AuthenticationError,
     BadRequest,
@@ -20,7 +21,6 @@ from proxy.errors import (
 )
 from proxy.providers.huggingface import HuggingFaceAdapter
 from proxy.providers.registry import ProviderRegistry
-from proxy.router.deployment import Deployment
 from proxy.transport import Transport
 from tests.mock_upstream.prompt import MockPromptServers
 

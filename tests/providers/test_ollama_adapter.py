@@ -12,11 +12,11 @@ import pytest
 
 from middleware.prompt_template import render
 from proxy.context import RequestContext
+from proxy.deployment import Deployment
 from proxy.errors import BadRequest, ContextWindowExceeded, NotFound, UpstreamError
 from proxy.providers.base import Adapter
 from proxy.providers.ollama import OllamaAdapter, OllamaChatAdapter
 from proxy.providers.registry import ProviderRegistry
-from proxy.router.deployment import Deployment
 from proxy.transport import Transport
 from tests.mock_upstream.prompt import MockPromptServers
 

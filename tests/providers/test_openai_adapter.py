@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from proxy.deployment import Deployment
 from proxy.errors import (
     AuthenticationError,
     BadRequest,
@@ -15,7 +16,6 @@ from proxy.errors import (
     UpstreamError,
 )
 from proxy.providers.registry import ProviderRegistry
-from proxy.router.deployment import Deployment
 from tests.helpers import chat_ctx
 
 # ruff: noqa: E501 - recorded payloads keep their lines whole, as they came over the wire

@@ -2,19 +2,21 @@
 
 Everything a request needs from a deployment (adapter, upstream model name, limits, request
 defaults) is worked out here, once, when the entry is loaded, so the hot path only reads fields.
+
+A deployment is configuration data that every layer reads, so this module imports neither the
+providers nor the router: the layer that builds the world passes in the provider registry (an
+``AdapterResolver``) and the deployment keeps the adapter it resolved.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from proxy.client_credentials import ClientAuthRules
-from proxy.providers.base import Adapter
-from proxy.providers.registry import ProviderRegistry
 
 #: litellm_params that steer the proxy itself; everything else is a provider param that is sent
 #: as a request default (the client's own value wins), as LiteLLM does.
@@ -78,6 +80,19 @@ CONTROL_PARAMS = frozenset(
 )
 
 
+class UnsupportedProvider(ValueError):
+    """A model string whose provider this proxy cannot serve."""
+
+
+class AdapterResolver(Protocol):
+    """What a deployment needs from the provider registry: model string -> (adapter, upstream model).
+
+    Raises UnsupportedProvider with a readable reason.
+    """
+
+    def resolve(self, model: str, custom_llm_provider: str | None = None) -> tuple[Any, str]: ...
+
+
 def deployment_id(model_name: str, params: dict[str, Any], index: int) -> str:
     """Stable across workers and restarts, so shared counters and cooldowns line up."""
     blob = orjson.dumps({"n": model_name, "p": params, "i": index}, default=str,
@@ -95,7 +110,7 @@ class Deployment:
     model_info: dict[str, Any]
     provider: str
     upstream_model: str
-    adapter: Adapter
+    adapter: Any  # the provider's Adapter (proxy.providers.base), bound once when the entry is loaded
     api_base: str | None = None
     api_key: str | None = None
     rpm: int | None = None
@@ -121,13 +136,16 @@ class Deployment:
     def from_entry(
         cls,
         entry: dict[str, Any],
-        providers: ProviderRegistry,
+        providers: AdapterResolver,
         *,
         index: int = 0,
         source: str = "config",
         supplied: frozenset[str] = frozenset(),
     ) -> Deployment:
-        """Build from a validated model_list entry; raises ValueError with a readable reason."""
+        """Build from a validated model_list entry, bound to the adapter ``providers`` resolves.
+
+        Raises UnsupportedProvider (a ValueError) with a readable reason.
+        """
         params = dict(entry["litellm_params"])
         model_info = dict(entry.get("model_info") or {})
         model_name = entry["model_name"]
