@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from flask import Blueprint, Response, request
 
 from proxy.api.render import json_response
+from proxy.api.schemas import json_body
 from proxy.deployment import Deployment
 from proxy.errors import BadRequest, ConfigError, NotFound, ServiceUnavailable
 from proxy.redact import public_params
@@ -28,16 +28,6 @@ COST_FIELDS = (
     "supports_vision", "supports_parallel_function_calling", "supports_response_schema",
     "supports_tool_choice", "supports_system_messages", "output_vector_size",
 )
-
-
-def json_body() -> dict[str, Any]:
-    try:
-        body = orjson.loads(request.get_data(cache=False) or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("Request body must be a JSON object")
-    return body
 
 
 def config_error(exc: ConfigError) -> BadRequest:

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from flask import request
 from marshmallow import INCLUDE, Schema, ValidationError, fields, missing, validate
+
+from proxy.errors import BadRequest
 
 
 def _has_roles(messages: list[dict[str, Any]]) -> None:
@@ -117,3 +121,14 @@ SCHEMAS: dict[str, FastLoader] = {
     "embedding": FastLoader(EmbeddingRequest()),
     "moderation": FastLoader(ModerationRequest()),
 }
+
+
+def json_body() -> dict[str, Any]:
+    """The current admin request's JSON object body ({} when empty); a 400 when it is not one."""
+    try:
+        body = orjson.loads(request.get_data(cache=False) or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return body
