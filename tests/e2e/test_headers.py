@@ -227,3 +227,17 @@ def test_tags_end_user_and_spend_metadata_go_with_the_spend_record(proxy: ProxyP
     r = post(proxy, {"x-litellm-end-user-id": "eu-2"}, model="house")
     assert r.status_code == 200
     assert spend_row(proxy, r.headers["x-litellm-call-id"])["user"] == "eu-2"
+
+
+def test_the_anthropic_surface_carries_them_and_obeys_them(proxy: ProxyProcess) -> None:
+    r = requests.post(f"{proxy.url}/v1/messages", timeout=30,
+                      headers={"x-api-key": MASTER, "anthropic-version": "2023-06-01", "x-litellm-num-retries": "1"},
+                      json={"model": "claude", "max_tokens": 50, "messages": HI})
+    assert r.status_code == 200, r.text
+    h = r.headers
+    assert h["x-ratelimit-limit-requests"] == "4000" and h["x-litellm-max-retries"] == "1"
+    assert float(h["x-litellm-response-duration-ms"]) > 0 and float(h["x-litellm-response-cost"]) > 0
+    bad = requests.post(f"{proxy.url}/v1/messages", timeout=30,
+                        headers={"x-api-key": MASTER, "x-litellm-timeout": "never"},
+                        json={"model": "claude", "max_tokens": 50, "messages": HI})
+    assert bad.status_code == 400 and "x-litellm-timeout" in bad.json()["error"]["message"]
