@@ -4,8 +4,10 @@ Keys are read from ``Authorization: Bearer``, Azure's ``api-key`` or Anthropic's
 header. The master key is compared in constant time; a virtual key is looked up by its hash in
 the worker's key cache (never the store), then checked against its expiry, routes, budgets and
 rate limits (proxy/keys). The model is checked by ``route`` against ``ctx.caller["models"]``.
-When the call ends, its tokens and cost are counted against the key, its team and its user, and
-a non-streamed answer carries LiteLLM's ``x-litellm-response-cost`` and ``x-litellm-key-spend``.
+When the call ends, its tokens and cost are counted against the key, its team and its user. The
+answer carries LiteLLM's ``x-litellm-key-spend`` (the key's spend, this call's cost included when
+known: streams are priced only at their end), ``x-litellm-response-cost`` when not streamed, and
+the key's own ``x-ratelimit-*`` figures when it has rpm or tpm limits (they replace the upstream's).
 Without a master key the proxy is open and the stage leaves itself out of the chain.
 """
 
@@ -54,14 +56,19 @@ class Auth(Stage):
         if not KeyChecker.may_call_llm(key, ctx.kind):
             raise PermissionDenied(f"This key's allowed_routes {key.allowed_routes} do not include LLM routes",
                                    code="route_not_allowed")
-        user = ctx.body.get("user")
-        adm = self.guard.admit(key, caller["team"], user if isinstance(user, str) and not key.user_id else None)
+        adm = self.guard.admit(key, caller["team"], None if key.user_id else ctx.end_user)
         ctx.on_finish(lambda c: self.settle(c, adm))
         result = call_next(ctx)
+        headers = ctx.response_headers
         if isinstance(result, dict):
             cost = ctx.extra["response_cost"] = call_cost(ctx, self.costmap)
-            ctx.response_headers["x-litellm-response-cost"] = str(cost)
-            ctx.response_headers["x-litellm-key-spend"] = str(adm.key_spend)
+            headers["x-litellm-response-cost"] = str(cost)
+            headers["x-litellm-key-spend"] = str(adm.key_spend + cost)  # LiteLLM's: this call included
+        else:  # a stream: its cost is known only at its end, after the headers went out
+            headers["x-litellm-key-spend"] = str(adm.key_spend)
+        limits = adm.rate_limit_headers(int((ctx.usage or {}).get("total_tokens") or 0))
+        if limits is not None:  # the key's own limits outrank the upstream's
+            headers.update(limits)
         return result
 
     def settle(self, ctx: RequestContext, adm: Admission) -> None:

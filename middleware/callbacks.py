@@ -2,7 +2,13 @@
 
 Placed outermost so it sees every outcome, errors from inner stages included. The line is
 recorded when the response has been fully sent, so streams are logged with their real duration
-and token counts; proxy/accesslog.py writes it off the request path.
+and token counts; proxy/accesslog.py writes it off the request path. A non-streamed answer is
+priced here (unless ``auth`` priced it for a virtual key) and carries ``x-litellm-response-cost``.
+
+Neither the line nor the spend record holds a message: they are what a call redacted with
+``x-litellm-enable-message-redaction`` (``ctx.redact_messages``) still logs. The spend record's
+``metadata`` holds the client's metadata, its ``tags`` (with ``x-litellm-tags``) and its
+``spend_logs_metadata`` (with ``x-litellm-spend-logs-metadata``).
 """
 
 from __future__ import annotations
@@ -89,7 +95,12 @@ class Callbacks(Stage):
             ctx.on_finish(self.write_access_log)
         if self.spend is not None:
             ctx.on_finish(self.record_spend)
-        return call_next(ctx)
+        result = call_next(ctx)
+        if isinstance(result, dict) and ctx.extra.get("response_cost") is None:
+            # priced once, here, for the x-litellm-response-cost header and the spend record alike
+            cost = ctx.extra["response_cost"] = call_cost(ctx, self.costmap)
+            ctx.response_headers["x-litellm-response-cost"] = str(cost)
+        return result
 
     def record_spend(self, ctx: RequestContext) -> None:
         """One spend row, attributed to the key, its team and its user; queued, written in batches.
@@ -104,8 +115,7 @@ class Callbacks(Stage):
         if cost is None:
             cost = call_cost(ctx, self.costmap)
         caller = ctx.caller
-        body_user = ctx.body.get("user")
-        user = caller.get("user_id") or (body_user if isinstance(body_user, str) else None)
+        user = caller.get("user_id") or ctx.end_user
         totals = ctx.extra.get("spend_totals")
         if totals is None:
             totals = [(user_entity(user), 0, cost)] if user and cost else []

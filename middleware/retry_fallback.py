@@ -7,6 +7,10 @@ fallback list for the error's kind: ``context_window_fallbacks`` for context-win
 ``content_policy_fallbacks`` for content-policy errors, ``fallbacks`` (then ``default_fallbacks``)
 for the rest. Client errors (a bad parameter) are neither retried nor sent elsewhere. Streams are
 retried only before their first byte, which is all the pipeline ever sees of them.
+
+What happened is left on the context (``retries``, ``max_retries``, ``fallbacks``), which the
+response carries as LiteLLM's ``x-litellm-attempted-retries``, ``x-litellm-max-retries`` and
+``x-litellm-attempted-fallbacks``.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ class RetryFallback(Stage):
                 ctx.model = model
                 ctx.excluded = {}
                 ctx.deployment = None
-                ctx.response_headers["x-litellm-attempted-fallbacks"] = str(len(tried) - 1)
+                ctx.fallbacks = len(tried) - 1
                 try:
                     return self.with_retries(ctx, call_next)
                 except ProxyError as exc:
@@ -90,7 +94,8 @@ class RetryFallback(Stage):
         retries = self.num_retries
         if isinstance(ctx.extra.get("num_retries"), int):
             retries = ctx.extra["num_retries"]
-        attempt = 0
+        ctx.max_retries = retries
+        ctx.retries = attempt = 0  # counted per model group, as LiteLLM reports them
         while True:
             try:
                 result = call_next(ctx)
@@ -100,8 +105,7 @@ class RetryFallback(Stage):
                 self.note(ctx, exc)
                 if not exc.retryable or attempt >= retries or ctx.deployment is None:
                     raise
-                attempt += 1
-                ctx.response_headers["x-litellm-attempted-retries"] = str(attempt)
+                ctx.retries = attempt = attempt + 1
                 others = [d for d in ctx.candidates or () if d.id != ctx.deployment.id]
                 if others:
                     ctx.excluded[ctx.deployment.id] = f"failed with {exc.status}"

@@ -31,20 +31,26 @@ class RequestContext:
         "candidates",
         "child_time",
         "deployment",
+        "end_user",
         "error",
         "excluded",
         "extra",
+        "fallbacks",
         "headers",
         "kind",
+        "max_retries",
         "metadata",
         "mock_response",
         "model",
+        "redact_messages",
         "request_id",
         "response",
         "response_headers",
+        "retries",
         "started",
         "status",
         "stream",
+        "tags",
         "timings",
         "usage",
         "wall_started",
@@ -81,6 +87,16 @@ class RequestContext:
         self.child_time = 0.0
         self.response_headers: dict[str, str] = {}
         self.mock_response: Any = None
+        user = body.get("user")
+        #: the end user: the body's ``user``, or x-litellm-customer-id / x-litellm-end-user-id
+        self.end_user: str | None = user if isinstance(user, str) and user else None
+        self.tags: list[str] | None = None  # metadata tags and x-litellm-tags, for routing and spend
+        #: log this call without its messages (x-litellm-enable-message-redaction): exporters and
+        #: logs that would carry request or response content must leave it out when this is set
+        self.redact_messages = False
+        self.retries = 0  # retries made for the model group that answered (retry_fallback)
+        self.fallbacks = 0  # fallback model groups tried (retry_fallback)
+        self.max_retries: int | None = None  # retries allowed; None when no retry stage ran
         self._finishers: list[Callable[[RequestContext], None]] = []
         self.extra: dict[str, Any] = {}
 
@@ -104,8 +120,8 @@ class RequestContext:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def server_timing(self) -> str:
+    def server_timing(self, total: float | None = None) -> str:
         """The ``Server-Timing`` header value: each stage's own time, upstream, total (ms)."""
         parts = [f"{name};dur={secs * 1000:.3f}" for name, secs in self.timings.items()]
-        parts.append(f"total;dur={self.elapsed * 1000:.3f}")
+        parts.append(f"total;dur={(self.elapsed if total is None else total) * 1000:.3f}")
         return ", ".join(parts)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -126,6 +128,17 @@ class Deployment:
     supplied: frozenset[str] = frozenset()
     #: which client-side credentials a request may bring (configurable_clientside_auth_params)
     client_auth: ClientAuthRules | None = None
+
+    @cached_property
+    def shown_api_base(self) -> str | None:
+        """``x-litellm-model-api-base``: where calls go, without query or credentials; worked out once."""
+        if self.mock_response is not None:
+            return None
+        base = self.adapter.shown_api_base(self)
+        if not base:
+            return None
+        parts = urlsplit(base)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")) or None
 
     @property
     def label(self) -> str:

@@ -57,6 +57,9 @@ class Dispatcher:
             resp = self.transport.send(call, timeout)
             if resp.status >= 400:
                 raise adapter.map_error(resp.status, resp.headers, resp.body)
+            limits = adapter.rate_limits(resp.headers)
+            if limits is not None:
+                ctx.response_headers.update(limits)
             if ctx.stream:  # replay the whole answer as the stream the client asked for
                 chunks = adapter.parse_stream(ctx, dep, iter((resp.body,)))
                 ctx.response = self._relay(ctx, dep, next(chunks, None), chunks)
@@ -68,10 +71,13 @@ class Dispatcher:
             ctx.usage = usage
             ctx.response = data
             return data
-        read_timeout = dep.stream_timeout or self.stream_timeout or timeout
+        read_timeout = ctx.extra.get("stream_timeout") or dep.stream_timeout or self.stream_timeout or timeout
         stream = self.transport.open_stream(call, timeout, read_timeout)
         if stream.status >= 400:
             raise adapter.map_error(stream.status, stream.headers, stream.read_all(timeout))
+        limits = adapter.rate_limits(stream.headers)
+        if limits is not None:
+            ctx.response_headers.update(limits)
         body = stream.chunks() if call.extra.get("binary") else stream.lines()
         chunks = adapter.parse_stream(ctx, dep, body)
         first = next(chunks, None)  # errors before the first byte surface here, retryable

@@ -24,7 +24,7 @@ from flask import Blueprint, Response, request
 from marshmallow import ValidationError
 from werkzeug.datastructures import EnvironHeaders
 
-from proxy import client_credentials
+from proxy import client_credentials, request_headers
 from proxy.api.render import Reply, context_headers, error_reply, json_reply, json_response, stream_reply
 from proxy.api.schemas import SCHEMAS
 from proxy.config import flatten_errors
@@ -74,6 +74,7 @@ def parse_body(kind: str, raw: bytes, engine: str | None = None) -> dict[str, An
 
 
 def build_context(kind: str, body: dict[str, Any], headers: Any) -> RequestContext:
+    """The request's context: proxy-only body fields and LiteLLM's steering headers taken out once."""
     ctx = RequestContext(kind, body, headers)
     credentials = client_credentials.take(body)  # checked against the chosen deployment later
     if credentials:
@@ -91,6 +92,13 @@ def build_context(kind: str, body: dict[str, Any], headers: Any) -> RequestConte
                     ctx.extra["timeout"] = float(value)
             else:
                 ctx.extra[name] = value
+    if ctx.metadata:
+        tags = ctx.metadata.get("tags")
+        if isinstance(tags, list):
+            ctx.tags = [str(t) for t in tags]
+    steering = request_headers.parse(headers)
+    if steering is not None:
+        request_headers.apply(ctx, steering)
     return ctx
 
 
@@ -148,6 +156,7 @@ def run_batch(gateway: Gateway, body: dict[str, Any], headers: Any) -> Reply:
         raise BadRequest("streaming is not available when several models are named", param="stream")
     models = [m.strip() for m in body["model"].split(",") if m.strip()]
     client_credentials.take(dict(body))  # a malformed credential field is one 400, not one per model
+    request_headers.parse(headers)  # and so is a bad steering header
 
     def one(model: str) -> dict[str, Any]:
         ctx = build_context("chat", {**body, "model": model}, headers)

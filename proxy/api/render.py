@@ -81,11 +81,32 @@ def error_response(err: ProxyError, headers: dict[str, str] | None = None) -> Re
 
 
 def context_headers(ctx: RequestContext) -> list[tuple[str, str]]:
-    headers = [("Server-Timing", ctx.server_timing()), ("x-litellm-call-id", ctx.request_id)]
+    """The headers every LLM answer carries (errors and streams too), as LiteLLM names them.
+
+    Each is sent only when it has a value: the deployment's when one was chosen, the retry
+    figures when the ``retry_fallback`` stage ran. Stages add theirs to ``ctx.response_headers``
+    (cost and key spend from ``auth`` / ``callbacks``, rate limits from the upstream or the key).
+    For a stream they are what is known when its first chunk is in.
+    """
+    total = ctx.elapsed
+    upstream = ctx.timings.get("upstream", 0.0)
+    headers = [
+        ("Server-Timing", ctx.server_timing(total)),
+        ("x-litellm-call-id", ctx.request_id),
+        ("x-litellm-response-duration-ms", f"{total * 1000:.3f}"),
+        ("x-litellm-overhead-duration-ms", f"{max(0.0, total - upstream) * 1000:.3f}"),
+    ]
     dep = ctx.deployment
     if dep is not None:
         headers.append(("x-litellm-model-id", dep.id))
         headers.append(("x-litellm-model-group", dep.model_name))
+        api_base = dep.shown_api_base
+        if api_base:
+            headers.append(("x-litellm-model-api-base", api_base))
+    if ctx.max_retries is not None:
+        headers.append(("x-litellm-attempted-retries", str(ctx.retries)))
+        headers.append(("x-litellm-max-retries", str(ctx.max_retries)))
+        headers.append(("x-litellm-attempted-fallbacks", str(ctx.fallbacks)))
     if ctx.response_headers:
         headers.extend(ctx.response_headers.items())
     return headers

@@ -49,6 +49,25 @@ class Admission:
     key_spend: float = 0.0
     inflight: list[str] = field(default_factory=list)
     tokens_to: list[str] = field(default_factory=list)
+    #: the key's own limits and this minute's use when admitted (this call included), for the
+    #: x-ratelimit-* response headers; None where the key has no such limit
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    requests_used: int = 0
+    tokens_used: int = 0
+
+    def rate_limit_headers(self, call_tokens: int = 0) -> dict[str, str] | None:
+        """LiteLLM's x-ratelimit-* headers from the key's limits; None when it has none."""
+        if self.rpm_limit is None and self.tpm_limit is None:
+            return None
+        out = {}
+        if self.rpm_limit is not None:
+            out["x-ratelimit-limit-requests"] = str(self.rpm_limit)
+            out["x-ratelimit-remaining-requests"] = str(max(0, self.rpm_limit - self.requests_used))
+        if self.tpm_limit is not None:
+            out["x-ratelimit-limit-tokens"] = str(self.tpm_limit)
+            out["x-ratelimit-remaining-tokens"] = str(max(0, self.tpm_limit - self.tokens_used - call_tokens))
+        return out
 
     def totals(self, cost: float) -> list[tuple[str, int, float]]:
         """(entity, period, cost) for the key, its team and the user: what ``spend_totals`` adds up."""
@@ -101,10 +120,15 @@ class Guard:
 
     def _limit(self, adm: Admission, scope: str, limits: Limits, ident: str) -> None:
         state = self.state
-        if limits.tpm_limit is not None:
-            used = state.usage((ident,))[ident][1]
-            if used >= limits.tpm_limit:
+        requests = 0
+        if limits.tpm_limit is not None or (scope == "key" and limits.rpm_limit is not None):
+            requests, used = state.usage((ident,))[ident]
+            if scope == "key":
+                adm.rpm_limit, adm.tpm_limit = limits.rpm_limit, limits.tpm_limit
+                adm.requests_used, adm.tokens_used = requests + 1, used
+            if limits.tpm_limit is not None and used >= limits.tpm_limit:
                 raise self._refusal(scope, ident, "tokens", limits.tpm_limit, state.seconds_to_next_window())
+        if limits.tpm_limit is not None:
             adm.tokens_to.append(ident)
         if limits.max_parallel_requests is not None:
             if state.inflight((ident,))[ident] >= limits.max_parallel_requests:

@@ -73,6 +73,13 @@ class AnthropicAdapter(Adapter):
     kinds: ClassVar[frozenset[str]] = frozenset({"chat"})
     default_api_base: ClassVar[str | None] = "https://api.anthropic.com"
     api_key_env: ClassVar[str | None] = "ANTHROPIC_API_KEY"
+    api_base_env: ClassVar[str | None] = "ANTHROPIC_API_BASE"
+    rate_limit_names: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("anthropic-ratelimit-requests-limit", "x-ratelimit-limit-requests"),
+        ("anthropic-ratelimit-requests-remaining", "x-ratelimit-remaining-requests"),
+        ("anthropic-ratelimit-tokens-limit", "x-ratelimit-limit-tokens"),
+        ("anthropic-ratelimit-tokens-remaining", "x-ratelimit-remaining-tokens"),
+    )
 
     def url(self, deployment: Deployment) -> str:
         base = deployment.api_base or os.environ.get("ANTHROPIC_API_BASE") or self.default_api_base or ""

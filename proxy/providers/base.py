@@ -8,6 +8,7 @@ recorded payloads.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -100,6 +101,31 @@ class Adapter:
     default_api_base: ClassVar[str | None] = None
     #: environment variable holding the key when the config gives none.
     api_key_env: ClassVar[str | None] = None
+    #: environment variable holding the api base when the config gives none.
+    api_base_env: ClassVar[str | None] = None
+    #: the provider's rate-limit response headers -> OpenAI's names, as clients read them.
+    rate_limit_names: ClassVar[tuple[tuple[str, str], ...]] = tuple(
+        (name, name) for name in (
+            "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+            "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+        )
+    )
+
+    def shown_api_base(self, deployment: Deployment) -> str | None:
+        """Where this deployment's calls go, for the ``x-litellm-model-api-base`` header."""
+        env = self.api_base_env
+        return deployment.api_base or (os.environ.get(env) if env else None) or self.default_api_base
+
+    def rate_limits(self, headers: dict[str, str]) -> dict[str, str] | None:
+        """The upstream's rate-limit headers under OpenAI's names; None when it sent none."""
+        found = None
+        for source, name in self.rate_limit_names:
+            value = headers.get(source)
+            if value is not None:
+                if found is None:
+                    found = {}
+                found[name] = value
+        return found
 
     def build_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
         raise NotImplementedError

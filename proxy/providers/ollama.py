@@ -148,6 +148,7 @@ class OllamaBase(Adapter):
 
     kinds: ClassVar[frozenset[str]] = frozenset({"chat", "embedding"})
     default_api_base: ClassVar[str | None] = "http://localhost:11434"
+    api_base_env: ClassVar[str | None] = "OLLAMA_API_BASE"
     api_key_env: ClassVar[str | None] = "OLLAMA_API_KEY"
     path: ClassVar[str] = ""
 

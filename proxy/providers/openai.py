@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from proxy.errors import UpstreamError
+from proxy.errors import ProxyError, UpstreamError
 from proxy.providers.base import Adapter, UpstreamCall, error_message, load_json, merged_body
 from proxy.providers.shapes import text_of
 
@@ -66,6 +66,12 @@ class OpenAIAdapter(Adapter):
         if not base:
             raise UpstreamError(f"deployment {deployment.label} has no api_base", status=500)
         return base.rstrip("/")
+
+    def shown_api_base(self, deployment: Deployment) -> str | None:
+        try:
+            return self.api_base(deployment)
+        except ProxyError:  # no base configured: the call itself will say so
+            return None
 
     def headers(self, deployment: Deployment) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}

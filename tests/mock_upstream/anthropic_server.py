@@ -115,6 +115,13 @@ def text_of(content: Any) -> str:
 class AnthropicMockApp(MockApp):
     """The OpenAI mock's log, admin endpoints and failure controls, with Anthropic's API."""
 
+    RATE_LIMIT_HEADERS = (
+        ("anthropic-ratelimit-requests-limit", "4000"), ("anthropic-ratelimit-requests-remaining", "3999"),
+        ("anthropic-ratelimit-requests-reset", "2026-01-01T00:00:01Z"),
+        ("anthropic-ratelimit-tokens-limit", "400000"), ("anthropic-ratelimit-tokens-remaining", "399990"),
+        ("anthropic-ratelimit-tokens-reset", "2026-01-01T00:00:01Z"),
+    )
+
     def handle(self, environ: dict[str, Any]) -> Response:
         incoming = self.receive(environ)
         if not isinstance(incoming, Incoming):

@@ -186,6 +186,13 @@ def vector(key: str, dims: int) -> list[float]:
 class MockApp:
     """The WSGI application; one instance per server process holds its log and counters."""
 
+    #: sent with every successful answer, as the real API does (fixed figures a test can check)
+    RATE_LIMIT_HEADERS = (
+        ("x-ratelimit-limit-requests", "10000"), ("x-ratelimit-remaining-requests", "9999"),
+        ("x-ratelimit-limit-tokens", "2000000"), ("x-ratelimit-remaining-tokens", "1999990"),
+        ("x-ratelimit-reset-requests", "6ms"), ("x-ratelimit-reset-tokens", "0s"),
+    )
+
     def __init__(self, api_key: str | None = None, fail_status: int | None = None, delay: float = 0.0,
                  chunk_delay: float = 0.0, record: bool = True,
                  models: Iterable[str] = DEFAULT_MODELS) -> None:
@@ -197,6 +204,8 @@ class MockApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         status, headers, body = self.handle(environ)
         headers.append(("x-request-id", "req_" + os.urandom(12).hex()))
+        if status == 200 and not environ.get("PATH_INFO", "").startswith("/__mock__/"):
+            headers.extend(self.RATE_LIMIT_HEADERS)
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
