@@ -32,6 +32,9 @@ setup(
         "botocore>=1.34",  # SigV4 signing for bedrock/
         "tiktoken>=0.9",
         "tokenizers>=0.19",  # model_info.custom_tokenizer (Hugging Face tokenizers)
+        "prometheus-client>=0.20",  # GET /metrics, added up across workers (multiprocess mode)
+        "opentelemetry-sdk>=1.25",  # the otel exporter
+        "opentelemetry-exporter-otlp-proto-http>=1.25",
     ],
     extras_require={
         "test": [
@@ -41,6 +44,7 @@ setup(
             "anthropic>=0.34",
             "ruff>=0.5",
             "wheel>=0.40",  # tests build and install a wheel of the package (tests/install.py)
+            "opentelemetry-proto>=1.25",  # the test OTLP receiver decodes what the otel exporter sends
         ],
     },
     entry_points={"console_scripts": ["llmrelay=proxy.__main__:main"]},

@@ -1,12 +1,16 @@
-"""``callbacks``: one structured access-log line and one spend record per request.
+"""``callbacks``: the access-log line, the spend record and the standard log record of each call.
 
-Placed outermost so it sees every outcome, errors from inner stages included. The line is
+Placed outermost so it sees every outcome, errors from inner stages included. Everything is
 recorded when the response has been fully sent, so streams are logged with their real duration
-and token counts; proxy/accesslog.py writes it off the request path. A non-streamed answer is
-priced here (unless ``auth`` priced it for a virtual key) and carries ``x-litellm-response-cost``.
+and token counts. The access log (proxy/accesslog.py) and the exporters named in
+``litellm_settings.success_callback`` / ``failure_callback`` / ``callbacks`` (proxy/observe/)
+write off the request path; Slack alerts (``general_settings.alerting``) watch the same calls.
+A non-streamed answer is priced here (unless ``auth`` priced it for a virtual key) and carries
+``x-litellm-response-cost``.
 
-Neither the line nor the spend record holds a message: they are what a call redacted with
-``x-litellm-enable-message-redaction`` (``ctx.redact_messages``) still logs. The spend record's
+Neither the access line nor the spend record holds a message; exporters drop messages when
+``litellm_settings.turn_off_message_logging`` is set or the call asked for it with
+``x-litellm-enable-message-redaction`` (``ctx.redact_messages``). The spend record's
 ``metadata`` holds the client's metadata, its ``tags`` (with ``x-litellm-tags``) and its
 ``spend_logs_metadata`` (with ``x-litellm-spend-logs-metadata``).
 """
@@ -21,19 +25,15 @@ from marshmallow import fields
 
 from proxy.accesslog import AccessLog
 from proxy.context import RequestContext
-from proxy.keys.limits import call_cost
+from proxy.errors import ConfigError
+from proxy.keys.limits import Guard, call_cost
 from proxy.keys.records import hash_key, user_entity
+from proxy.observe import Telemetry
+from proxy.observe.hub import Observer, plan, validate_alerting
 from proxy.pipeline import Handler, Stage, StageOptions
 from proxy.services import Services
 
 log = logging.getLogger(__name__)
-
-#: Observability integrations that are recognised; those without an exporter here are reported
-#: once at boot and skipped, so LiteLLM configs naming them still load.
-KNOWN_CALLBACKS = frozenset(
-    {"langfuse", "langsmith", "datadog", "prometheus", "otel", "s3", "slack", "lunary", "helicone",
-     "athina", "braintrust", "openmeter", "logfire", "arize", "gcs_bucket", "sentry", "traceloop"}
-)
 
 
 class CallbacksOptions(StageOptions):
@@ -41,6 +41,7 @@ class CallbacksOptions(StageOptions):
     spend_logs = fields.Bool(load_default=True)
     success_callback = fields.List(fields.Str(), load_default=None, allow_none=True)
     failure_callback = fields.List(fields.Str(), load_default=None, allow_none=True)
+    callbacks = fields.List(fields.Raw(), load_default=None, allow_none=True)
 
 
 def access_record(ctx: RequestContext) -> dict[str, Any]:
@@ -82,15 +83,41 @@ class Callbacks(Stage):
         self.sink = AccessLog.from_env() if self.access_log else AccessLog(None)
         self.spend = services.spend if options["spend_logs"] else None
         self.costmap = services.costmap
-        self.success = options.get("success_callback") or list(settings.get("success_callback") or [])
-        self.failure = options.get("failure_callback") or list(settings.get("failure_callback") or [])
-        for name in sorted(set(self.success) | set(self.failure)):
-            if name in KNOWN_CALLBACKS:
-                log.warning("callback %r has no exporter in this version; it is skipped", name)
+        lists: dict[str, tuple[str, list[Any] | None]] = {}
+        for kind in ("success_callback", "failure_callback", "callbacks"):
+            given = options.get(kind)
+            if given is not None:
+                lists[kind] = (f"callbacks.{kind}", given)
             else:
-                log.warning("unknown callback %r; it is skipped", name)
+                value = settings.get(kind)
+                if value is not None and not isinstance(value, list):
+                    value = [value]
+                lists[kind] = (f"litellm_settings.{kind}", value)
+        self.success = list(lists["success_callback"][1] or [])
+        self.failure = list(lists["failure_callback"][1] or [])
+        self.callbacks = list(lists["callbacks"][1] or [])
+        general = services.config.general_settings
+        resolved = plan(lists, str(services.config.base_dir), os.environ)
+        errors = resolved.errors + validate_alerting(general, os.environ)
+        if errors:
+            raise ConfigError(errors)
+        self.redact = bool(settings.get("turn_off_message_logging"))
+        telemetry: Telemetry = services.telemetry or Telemetry(active=False)
+        self.telemetry = telemetry
+        self.observer: Observer | None = None
+        if telemetry.active and (resolved.wanted or "slack" in (general.get("alerting") or [])):
+            guard = Guard(services.key_cache, services.state) if services.key_cache is not None else None
+            self.observer = Observer(resolved.wanted, general, telemetry, redact=self.redact, guard=guard)
+            if self.observer.records:
+                services.extra.setdefault("on_cooldown", []).append(self.observer.on_cooldown)
+            else:
+                self.observer = None
 
     def __call__(self, ctx: RequestContext, call_next: Handler) -> Any:
+        observer = self.observer
+        if observer is not None:
+            observer.start(ctx)
+            ctx.on_finish(self.observe)  # first in, so it runs last: after spend has priced the call
         if self.sink.enabled:
             ctx.on_finish(self.write_access_log)
         if self.spend is not None:
@@ -101,6 +128,13 @@ class Callbacks(Stage):
             cost = ctx.extra["response_cost"] = call_cost(ctx, self.costmap)
             ctx.response_headers["x-litellm-response-cost"] = str(cost)
         return result
+
+    def observe(self, ctx: RequestContext) -> None:
+        cost = ctx.extra.get("response_cost")
+        if cost is None:
+            cost = ctx.extra["response_cost"] = call_cost(ctx, self.costmap)
+        assert self.observer is not None
+        self.observer.finish(ctx, cost)
 
     def record_spend(self, ctx: RequestContext) -> None:
         """One spend row, attributed to the key, its team and its user; queued, written in batches.
@@ -113,7 +147,7 @@ class Callbacks(Stage):
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         cost = ctx.extra.get("response_cost")
         if cost is None:
-            cost = call_cost(ctx, self.costmap)
+            cost = ctx.extra["response_cost"] = call_cost(ctx, self.costmap)
         caller = ctx.caller
         user = caller.get("user_id") or ctx.end_user
         totals = ctx.extra.get("spend_totals")
@@ -143,8 +177,12 @@ class Callbacks(Stage):
 
     def close(self) -> None:
         self.sink.close()
+        if self.observer is not None:
+            self.telemetry.retire(self.observer.close)  # flushed in the background; shutdown waits
 
     def describe(self) -> dict[str, Any]:
         return {"access_log": self.access_log, "spend_logs": self.spend is not None,
                 "success_callback": self.success,
-                "failure_callback": self.failure}
+                "failure_callback": self.failure,
+                "callbacks": self.callbacks,
+                "turn_off_message_logging": self.redact}

@@ -8,6 +8,7 @@ back; after that, chunks flow to the client as they arrive.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,7 @@ class Dispatcher:
         body = stream.chunks() if call.extra.get("binary") else stream.lines()
         chunks = adapter.parse_stream(ctx, dep, body)
         first = next(chunks, None)  # errors before the first byte surface here, retryable
+        ctx.extra["first_token_at"] = time.perf_counter()  # time to first token, for the log record
         ctx.response = self._relay(ctx, dep, first, chunks)
         return ctx.response
 
@@ -114,8 +116,9 @@ class Dispatcher:
             close = getattr(chunks, "close", None)
             if close:
                 close()
+            text = ctx.extra["stream_text"] = "".join(pieces)  # the answer, for the log record
             if ctx.usage is None:
-                ctx.usage = self._estimate_usage(ctx, dep, "".join(pieces))
+                ctx.usage = self._estimate_usage(ctx, dep, text)
 
     def _prompt_tokens(self, ctx: RequestContext, dep: Deployment) -> int:
         """Prompt tokens when the upstream did not say (a model's custom_tokenizer is kept for

@@ -23,6 +23,7 @@ from proxy.deployment import Deployment, expand_organizations
 from proxy.dispatch import Dispatcher
 from proxy.errors import ConfigError
 from proxy.keys import KeyCache, KeyChecker
+from proxy.observe import Telemetry
 from proxy.pipeline import Pipeline
 from proxy.providers.registry import ProviderRegistry, UnsupportedProvider
 from proxy.router.models import ModelRegistry
@@ -82,6 +83,16 @@ def open_store(config: Config, target: str | Path | None = None) -> StoreAPI | N
                    timeout=float(gs.get("database_connection_timeout") or 5.0))
 
 
+def flush_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """Seconds the exporters get to send what they hold at shutdown (``LLMRELAY_CALLBACK_FLUSH_TIMEOUT``,
+    default 10; gunicorn's graceful timeout, 60 s by default, must leave room for it)."""
+    env = os.environ if environ is None else environ
+    try:
+        return max(0.0, float(env.get("LLMRELAY_CALLBACK_FLUSH_TIMEOUT", "10")))
+    except ValueError:
+        return 10.0
+
+
 def check_config(path: str | os.PathLike[str]) -> tuple[Config, str]:
     """Read, load and build a config file as a worker would, without connecting anywhere.
 
@@ -92,7 +103,7 @@ def check_config(path: str | os.PathLike[str]) -> tuple[Config, str]:
     bucket.refresh(path)
     text = read_text(path)
     config = load_config(path, text=text)
-    Gateway(config, preload=False, store=False, shared_state=False).close()
+    Gateway(config, preload=False, store=False, shared_state=False, exporters=False).close()
     return config, text
 
 
@@ -107,8 +118,11 @@ class Gateway:
         preload: bool = True,
         store: StoreAPI | bool | None = True,
         shared_state: bool = True,
+        exporters: bool = True,
     ) -> None:
         self.providers = ProviderRegistry()
+        # exporters=False: a config check; callbacks are validated but nothing is started or sent
+        self.telemetry = Telemetry(active=exporters)
         self.tokens = TokenCounter()
         if preload:
             self.tokens.preload()  # tokenizer files are read at boot, never on a request
@@ -142,6 +156,7 @@ class Gateway:
             state=self.state,
             spend=self.spend,
             key_cache=self.key_cache,
+            telemetry=self.telemetry,
         )
         services.router = Router(services, self.state, strategy)
         timeout = config.setting("timeout") or config.litellm_settings.get("request_timeout") or DEFAULT_TIMEOUT
@@ -212,6 +227,7 @@ class Gateway:
     def close(self) -> None:
         """Flush what is buffered (access log, usage counters) and release connections and files."""
         self.pipeline.close()
+        self.telemetry.close(flush_timeout())  # exporters send what they hold, within the deadline
         if self.spend is not None:
             self.spend.close()  # every spend record reaches the file before the worker exits
         self.state.close()

@@ -13,12 +13,15 @@ workers, as gunicorn's own restart-on-HUP could.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +34,7 @@ from proxy.errors import ConfigError
 from proxy.gateway import check_config, open_store, store_target
 from proxy.generations import INSTANCE_ENV, Generations, Instance
 from proxy.live import reload_deadline
+from proxy.observe.prometheus import MULTIPROC_ENV
 from proxy.statedir import STATE_DIR_ENV, state_dir, writable_problem
 from proxy.store import StoreError, connect
 
@@ -52,6 +56,7 @@ def prepare(config_path: str | None) -> Config:
     """Everything the master checks and publishes before forking; exits 2 on a problem."""
     if not config_path:
         fail(["no config: pass --config FILE, set CONFIG_FILE_PATH or LITELLM_CONFIG_BUCKET_NAME"])
+    prepare_metrics_dir()  # before anything imports prometheus_client, here or in a worker
     try:
         config, text = check_config(config_path)
     except ConfigError as exc:
@@ -80,6 +85,28 @@ def prepare(config_path: str | None) -> Config:
             generations.publish(config.path, text)
         os.environ[STORE_ENV] = str(target)
     return config
+
+
+def prepare_metrics_dir() -> Path:
+    """The folder where every worker keeps its Prometheus values, so /metrics adds them up.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` when the operator set it (emptied: values of an earlier run must
+    not count), else a fresh temporary folder removed when the master exits.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for old in folder.glob("*.db"):
+                old.unlink()
+        except OSError as exc:
+            fail([f"{MULTIPROC_ENV}: {folder} cannot be used for metrics ({exc.strerror or exc})"])
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="llmrelay-metrics-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ[MULTIPROC_ENV] = str(folder)
+    return folder
 
 
 def describe(target: str | Path) -> str:

@@ -31,6 +31,7 @@ class Services:
     spend: Any = None  # SpendWriter when a store is configured
     key_cache: Any = None  # proxy.keys.KeyCache: virtual keys and teams of this worker
     router: Router | None = None  # set once the services exist (the router reads them)
+    telemetry: Any = None  # proxy.observe.Telemetry: metrics and flushing exporters of this worker
     #: predicates contributed by stages (e.g. environment_filter): a reason string hides a deployment
     listing_filters: list[Callable[[Deployment], str | None]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)

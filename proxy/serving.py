@@ -43,6 +43,7 @@ def settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # host would fight over it, and llmrelay reloads through SIGHUP / POST /config/reload
         "control_socket_disable": True,
         "on_starting": on_starting,
+        "child_exit": child_exit,
     }
 
 
@@ -53,3 +54,13 @@ def on_starting(arbiter: Any) -> None:
 
     master.prepare_once()
     master.install_reload(arbiter)
+
+
+def child_exit(arbiter: Any, worker: Any) -> None:
+    """A worker ended: its live Prometheus gauges (requests in flight) stop counting."""
+    from proxy.observe.prometheus import mark_dead
+
+    try:
+        mark_dead(worker.pid)
+    except Exception:  # the master must never fail over metrics files
+        arbiter.log.exception("metrics: could not mark worker %s dead", worker.pid)

@@ -237,6 +237,11 @@ class Router:
         if state.record_failure(dep.id, self.allowed_fails, self.cooldown_time):
             log.warning("deployment %s (%s) cooled down for %gs after more than %d failures this minute; "
                         "last: %s", dep.id, dep.label, self.cooldown_time, self.allowed_fails, error.message)
+            for hook in self.services.extra.get("on_cooldown", ()):  # metrics and alerts (proxy/observe)
+                try:
+                    hook(dep, error)
+                except Exception:
+                    log.exception("cooldown hook failed")
 
     def cooldowns(self) -> list[dict[str, Any]]:
         now = time.time()

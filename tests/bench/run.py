@@ -142,6 +142,8 @@ class Bench:
                        LLMRELAY_STATE_DIR=str(self.children.log_dir / f"{target.key}-state"))
             if target.config:
                 env.pop("PYTHONPATH")  # the installed package, not the source tree
+            upstream_base = self.env["BENCH_UPSTREAM_BASE"].removesuffix("/v1")
+            env.update({name: value.format(upstream=upstream_base) for name, value in target.env})
             child = self.children.start(target.key, cmd, self.cpus["target"], env)
             pending.append((target, row, port, child))
         lives = []

@@ -25,6 +25,8 @@ class Target:
     needs_redis: bool = False
     #: a /key/generate body: the load is sent with a virtual key made this way (not the master key)
     virtual_key: dict | None = None
+    #: environment for the target; ``{upstream}`` is the mock upstream's base URL (log receivers too)
+    env: tuple[tuple[str, str], ...] = ()
 
 
 TARGETS = (
@@ -44,6 +46,13 @@ TARGETS = (
         virtual_key={"max_budget": 1_000_000.0, "rpm_limit": 100_000_000, "key_alias": "bench"},
     ),
     Target(
+        "llmrelay-observe",
+        "llmrelay, langfuse + prometheus + otel on",
+        config="bench_config_observe.yaml",
+        env=(("LANGFUSE_HOST", "{upstream}"), ("LANGFUSE_PUBLIC_KEY", "pk-bench"),
+             ("LANGFUSE_SECRET_KEY", "sk-bench"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "{upstream}")),
+    ),
+    Target(
         "llmrelay-redis",
         "llmrelay (redis state)",
         config="bench_config_redis.yaml",
@@ -54,9 +63,10 @@ GROUPS = {
     "all": [t.key for t in TARGETS],
     "bare": ["requests", "urllib3", "geventhttpclient", "canned"],
     "forwarders": ["requests", "urllib3", "geventhttpclient"],
-    "llmrelay": ["llmrelay", "llmrelay-vkey", "llmrelay-redis"],
+    "llmrelay": ["llmrelay", "llmrelay-vkey", "llmrelay-observe", "llmrelay-redis"],
 }
-ALIASES = {"ghc": "geventhttpclient", "redis": "llmrelay-redis", "vkey": "llmrelay-vkey"}
+ALIASES = {"ghc": "geventhttpclient", "redis": "llmrelay-redis", "vkey": "llmrelay-vkey",
+           "observe": "llmrelay-observe"}
 
 
 def select(only: str) -> list[Target]:

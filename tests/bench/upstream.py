@@ -22,6 +22,8 @@ from gevent.server import StreamServer
 CONTENT = "Hello from the llmrelay bench upstream."
 USAGE = {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}
 CHAT_PATHS = frozenset({b"/v1/chat/completions", b"/chat/completions"})
+#: Log receivers the observability row sends to (Langfuse ingestion, OTLP/HTTP): taken in, 200.
+SINK_PATHS = frozenset({b"/api/public/ingestion", b"/v1/traces"})
 MAX_HEAD = 64 * 1024
 
 _ids = itertools.count(1)
@@ -177,7 +179,9 @@ class Upstream:
             return False
 
         path = path.split(b"?", 1)[0]
-        if path not in CHAT_PATHS:
+        if path in SINK_PATHS:
+            sock.sendall(_response("200 OK", b"{}", b"application/json", keep_alive))
+        elif path not in CHAT_PATHS:
             sock.sendall(_error("404 Not Found", "unknown path", keep_alive))
         elif method != b"POST":
             sock.sendall(_error("405 Method Not Allowed", "use POST", keep_alive))

@@ -1,0 +1,269 @@
+"""Exporters that send standard log records over HTTP, or hand them to the operator's own code.
+
+Each exporter owns a BatchQueue (proxy/observe/queue.py): ``export`` only enqueues; the
+queue's greenlet builds the payload and sends it. Settings come from LiteLLM's environment
+variables, read once at boot; a missing required one fails the boot naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+import requests
+
+from proxy.observe.queue import BatchQueue
+
+log = logging.getLogger(__name__)
+
+#: (connect, read) seconds for one POST to a receiver.
+HTTP_TIMEOUT = (5.0, 10.0)
+
+
+class SettingMissing(Exception):
+    """A required environment variable is not set; the message names it."""
+
+
+class Exporter:
+    """Base: a named sink with a bounded queue; subclasses implement ``send(batch)``."""
+
+    name = ""
+    batch_size = 100
+    interval = 1.0
+
+    def __init__(self, on_drop: Callable[[str, int], None] | None = None, max_queue: int = 10_000) -> None:
+        self.queue = BatchQueue(self.name, self.send, max_size=max_queue, batch_size=self.batch_size,
+                                interval=self.interval, on_drop=on_drop)
+
+    def export(self, record: dict[str, Any]) -> None:
+        self.queue.put(record)
+
+    def send(self, batch: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.queue.close(timeout)
+
+
+def env(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = environ.get(name)
+    return value if value else default
+
+
+def parse_headers(raw: str | None) -> dict[str, str]:
+    """``GENERIC_LOGGER_HEADERS``: ``k1=v1,k2=v2`` as LiteLLM reads it (JSON objects accepted too)."""
+    if not raw:
+        return {}
+    raw = raw.strip()
+    if raw.startswith("{"):
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    out: dict[str, str] = {}
+    for part in raw.split(","):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+class HTTPExporter(Exporter):
+    def __init__(self, on_drop: Callable[[str, int], None] | None = None, max_queue: int = 10_000) -> None:
+        self.session = requests.Session()
+        super().__init__(on_drop, max_queue)
+
+    def post(self, url: str, payload: Any, headers: dict[str, str]) -> None:
+        resp = self.session.post(url, data=orjson.dumps(payload, default=str), timeout=HTTP_TIMEOUT,
+                                 headers={"Content-Type": "application/json", **headers})
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{url} answered {resp.status_code}: {resp.text[:200]}")
+
+    def close(self, timeout: float = 5.0) -> None:
+        super().close(timeout)
+        self.session.close()
+
+
+class GenericAPI(HTTPExporter):
+    """``generic_api``: a JSON array of records POSTed to ``GENERIC_LOGGER_ENDPOINT``."""
+
+    name = "generic_api"
+    url_env = "GENERIC_LOGGER_ENDPOINT"
+    headers_env = "GENERIC_LOGGER_HEADERS"
+
+    def __init__(self, environ: Mapping[str, str], on_drop: Callable[[str, int], None] | None = None) -> None:
+        self.url = self.settings(environ)
+        self.headers = parse_headers(env(environ, self.headers_env))
+        super().__init__(on_drop)
+
+    @classmethod
+    def settings(cls, environ: Mapping[str, str]) -> str:
+        url = env(environ, cls.url_env)
+        if not url:
+            raise SettingMissing(f"{cls.name} needs the environment variable {cls.url_env} (the receiver's URL)")
+        return url
+
+    def send(self, batch: list[dict[str, Any]]) -> None:
+        self.post(self.url, batch, self.headers)
+
+
+class Webhook(GenericAPI):
+    """``webhook``: the same JSON POST, to ``WEBHOOK_URL`` with ``WEBHOOK_HEADERS``."""
+
+    name = "webhook"
+    url_env = "WEBHOOK_URL"
+    headers_env = "WEBHOOK_HEADERS"
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 in UTC with milliseconds, as Langfuse's API reads timestamps."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Langfuse(HTTPExporter):
+    """``langfuse``: a trace and a generation per call, batched to ``POST /api/public/ingestion``."""
+
+    name = "langfuse"
+
+    def __init__(self, environ: Mapping[str, str], on_drop: Callable[[str, int], None] | None = None) -> None:
+        public, secret, host = self.settings(environ)
+        self.url = host.rstrip("/") + "/api/public/ingestion"
+        token = base64.b64encode(f"{public}:{secret}".encode()).decode()
+        self.headers = {"Authorization": f"Basic {token}"}
+        self.release = env(environ, "LANGFUSE_RELEASE")
+        super().__init__(on_drop)
+
+    @staticmethod
+    def settings(environ: Mapping[str, str]) -> tuple[str, str, str]:
+        public, secret = env(environ, "LANGFUSE_PUBLIC_KEY"), env(environ, "LANGFUSE_SECRET_KEY")
+        if not public or not secret:
+            raise SettingMissing("langfuse needs the environment variables LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY")
+        host = env(environ, "LANGFUSE_HOST") or env(environ, "LANGFUSE_BASE_URL") or "https://cloud.langfuse.com"
+        if not host.startswith(("http://", "https://")):
+            host = "http://" + host
+        return public, secret, host
+
+    def events(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        meta = record["metadata"]
+        requester = meta.get("requester_metadata") or {}
+        name = str(meta.get("generation_name") or f"litellm-{record['call_type']}")
+        now = iso(record["endTime"])
+        trace_id = record["trace_id"]
+        failed = record["status"] == "failure"
+        extra_meta = {k: v for k, v in requester.items()
+                      if k not in ("generation_name", "generation_id", "trace_id", "trace_user_id",
+                                   "session_id", "tags")}
+        trace: dict[str, Any] = {
+            "id": trace_id,
+            "timestamp": iso(record["startTime"]),
+            "name": str(requester.get("trace_name") or name),
+            "userId": meta.get("trace_user_id") or record.get("end_user"),
+            "sessionId": meta.get("session_id"),
+            "input": record["messages"],
+            "output": record["response"],
+            "tags": record["request_tags"],
+            "metadata": extra_meta,
+        }
+        if self.release:
+            trace["release"] = self.release
+        usage = {"input": record["prompt_tokens"], "output": record["completion_tokens"],
+                 "total": record["total_tokens"], "unit": "TOKENS"}
+        cost = record["response_cost"]
+        if cost is not None:
+            usage["totalCost"] = cost
+        generation: dict[str, Any] = {
+            "id": str(meta.get("generation_id") or record["id"]),
+            "traceId": trace_id,
+            "name": name,
+            "startTime": iso(record["startTime"]),
+            "endTime": iso(record["endTime"]),
+            "completionStartTime": iso(record["completionStartTime"]),
+            "model": record["model"],
+            "modelParameters": {k: v for k, v in record["model_parameters"].items()
+                                if isinstance(v, (str, int, float, bool))},
+            "input": record["messages"],
+            "output": record["response"],
+            "usage": usage,
+            "usageDetails": {"input": record["prompt_tokens"], "output": record["completion_tokens"],
+                             "total": record["total_tokens"]},
+            "metadata": {"model_group": record["model_group"], "model_id": record["model_id"],
+                         "custom_llm_provider": record["custom_llm_provider"], "litellm_call_id": record["id"],
+                         "user_api_key_alias": meta.get("user_api_key_alias"),
+                         "user_api_key_team_id": meta.get("user_api_key_team_id"),
+                         "user_api_key_user_id": meta.get("user_api_key_user_id"), **extra_meta},
+            "level": "ERROR" if failed else "DEFAULT",
+        }
+        if cost is not None:
+            generation["costDetails"] = {"total": cost}
+        if failed:
+            generation["statusMessage"] = record["error_str"] or f"status {record['status_code']}"
+        return [
+            {"id": str(uuid.uuid4()), "type": "trace-create", "timestamp": now, "body": trace},
+            {"id": str(uuid.uuid4()), "type": "generation-create", "timestamp": now, "body": generation},
+        ]
+
+    def send(self, batch: list[dict[str, Any]]) -> None:
+        events = [e for record in batch for e in self.events(record)]
+        self.post(self.url, {"batch": events, "metadata": {"sdk_name": "llmrelay", "public_key": None}},
+                  self.headers)
+
+
+class Custom(Exporter):
+    """``litellm_settings.callbacks: ["module.attribute"]``: the operator's object, called with
+    LiteLLM's CustomLogger hook names ``log_success_event`` / ``log_failure_event`` (a plain
+    function is called for successes), off the request path."""
+
+    batch_size = 50
+    interval = 0.2
+
+    def __init__(self, spec: str, target: Any, on_drop: Callable[[str, int], None] | None = None) -> None:
+        self.name = f"custom:{spec}"
+        self.target = target
+        self.on_success = getattr(target, "log_success_event", None)
+        self.on_failure = getattr(target, "log_failure_event", None)
+        if self.on_success is None and self.on_failure is None and callable(target):
+            self.on_success = target
+        super().__init__(on_drop)
+
+    def send(self, batch: list[dict[str, Any]]) -> None:
+        for record in batch:
+            hook = self.on_failure if record["status"] == "failure" else self.on_success
+            if hook is None:
+                continue
+            kwargs = {**record, "standard_logging_object": record, "litellm_call_id": record["id"]}
+            start = dt.datetime.fromtimestamp(record["startTime"])
+            end = dt.datetime.fromtimestamp(record["endTime"])
+            try:
+                hook(kwargs, record["response"], start, end)
+            except Exception:
+                log.exception("custom callback %s failed for %s", self.name, record["id"])
+
+
+def load_custom(spec: str, folder: str) -> Any:
+    """``module.attribute`` with the config's folder first on sys.path; LookupError says what is missing."""
+    import importlib
+    import sys
+
+    module_name, _, attribute = spec.rpartition(".")
+    if not module_name or not attribute:
+        raise LookupError(f"custom callback {spec!r} must be written module.attribute")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise LookupError(f"custom callback {spec!r}: no module {exc.name!r} (looked in {folder} and the "
+                          "import path)") from None
+    except Exception as exc:
+        raise LookupError(f"custom callback {spec!r}: importing {module_name!r} failed: {exc}") from None
+    if not hasattr(module, attribute):
+        raise LookupError(f"custom callback {spec!r}: module {module_name!r} has no attribute {attribute!r}")
+    return getattr(module, attribute)

@@ -1,0 +1,196 @@
+"""The Observer: exporters named in the config, fed one standard log record per call.
+
+Names are LiteLLM's: ``litellm_settings.success_callback`` (successes), ``failure_callback``
+(failures) and ``callbacks`` (both): ``langfuse``, ``generic_api`` (also ``generic``),
+``webhook``, ``otel``, ``prometheus``, or ``module.attribute`` for the operator's own object
+(loaded from the config's folder). A name LiteLLM knows but llmrelay does not export to is
+skipped with a warning; any other name fails the boot, naming the config path, and so does a
+custom callback that cannot be imported. An exporter whose environment variables are not set
+(LiteLLM's quick start names ``langfuse`` before its keys) is skipped with a warning naming them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+from proxy.observe.alerts import SlackAlerts, alerting_errors, slack_url
+from proxy.observe.exporters import Custom, Exporter, GenericAPI, Langfuse, SettingMissing, Webhook, load_custom
+from proxy.observe.record import build_record
+
+if TYPE_CHECKING:
+    from proxy.context import RequestContext
+    from proxy.observe import Telemetry
+    from proxy.observe.prometheus import Metrics
+
+log = logging.getLogger(__name__)
+
+#: LiteLLM integrations llmrelay recognises but does not send to: skipped with a warning.
+NOT_EXPORTED = frozenset({
+    "langsmith", "datadog", "datadog_llm_observability", "s3", "lunary", "helicone", "athina", "braintrust",
+    "openmeter", "logfire", "arize", "arize_phoenix", "gcs_bucket", "sentry", "traceloop", "posthog",
+    "dynamodb", "supabase", "greenscale", "mlflow", "opik", "literalai", "galileo", "azure_storage",
+    "langtrace", "humanloop", "gcs_pubsub", "argilla", "slack", "email", "promptlayer", "weave",
+})
+HTTP_EXPORTERS: dict[str, type[GenericAPI] | type[Langfuse]] = {
+    "langfuse": Langfuse, "generic_api": GenericAPI, "generic": GenericAPI, "webhook": Webhook,
+}
+BUILTIN = frozenset({*HTTP_EXPORTERS, "otel", "prometheus"})
+PACKAGES = {"otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
+            "prometheus": ("prometheus_client",)}
+
+
+@dataclass
+class Wanted:
+    """One exporter the config asks for and which outcomes it gets."""
+
+    name: str
+    path: str
+    success: bool = False
+    failure: bool = False
+    target: Any = None  # the loaded object of a custom callback
+
+
+@dataclass
+class Plan:
+    wanted: dict[str, Wanted] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def plan(lists: Mapping[str, tuple[str, list[Any] | None]], folder: str, environ: Mapping[str, str]) -> Plan:
+    """Resolve callback names from ``{"success_callback": (config path, names), ...}``."""
+    out = Plan()
+    for kind, (path, names) in lists.items():
+        for i, name in enumerate(names or ()):
+            where = f"{path}[{i}]"
+            if not isinstance(name, str):
+                out.errors.append(f"{where}: must be a callback name or module.attribute")
+                continue
+            if name in NOT_EXPORTED:
+                log.warning("%s: callback %r has no exporter in llmrelay; it is skipped", where, name)
+                continue
+            if name not in BUILTIN and "." not in name:
+                out.errors.append(f"{where}: unknown callback {name!r}; use one of "
+                                  f"{', '.join(sorted(BUILTIN))} or module.attribute for your own")
+                continue
+            wanted = out.wanted.get(name)
+            if wanted is None:
+                wanted = out.wanted[name] = Wanted(name, where)
+                try:
+                    problem = check(wanted, folder, environ)
+                except SettingMissing as exc:  # a LiteLLM quick start names exporters before their keys
+                    log.warning("%s: %s; %r is skipped until it is set", where, exc, name)
+                    del out.wanted[name]
+                    continue
+                if problem:
+                    out.errors.append(f"{where}: {problem}")
+                    del out.wanted[name]
+                    continue
+            wanted.success |= kind in ("success_callback", "callbacks")
+            wanted.failure |= kind in ("failure_callback", "callbacks")
+    return out
+
+
+def check(wanted: Wanted, folder: str, environ: Mapping[str, str]) -> str | None:
+    """Why this exporter cannot run, or None; SettingMissing when only an environment variable is."""
+    name = wanted.name
+    try:
+        if name in HTTP_EXPORTERS:
+            HTTP_EXPORTERS[name].settings(environ)
+        elif name in PACKAGES:  # looked up, not imported: prometheus_client reads its env on import
+            for package in PACKAGES[name]:
+                if importlib.util.find_spec(package) is None:
+                    return f"{name} needs the package {package!r}, which is not installed"
+        elif "." in name:
+            wanted.target = load_custom(name, folder)
+    except LookupError as exc:
+        return str(exc)
+    except ModuleNotFoundError as exc:
+        return f"{name} needs the package {exc.name!r}, which is not installed"
+    return None
+
+
+class Observer:
+    """Feeds each finished call to the exporters; starts nothing on a validation-only build."""
+
+    def __init__(
+        self,
+        wanted: dict[str, Wanted],
+        general: Mapping[str, Any],
+        telemetry: Telemetry,
+        *,
+        redact: bool = False,
+        guard: Any = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        environ = os.environ if environ is None else environ
+        self.redact = redact
+        self.telemetry = telemetry
+        drop = telemetry.count_drop
+        self.metrics: Metrics | None = telemetry.ensure_metrics() if "prometheus" in wanted else None
+        self.exporters: list[Exporter] = []
+        self.on_success: list[Exporter] = []
+        self.on_failure: list[Exporter] = []
+        for name, want in wanted.items():
+            if name == "prometheus":
+                continue
+            if name in HTTP_EXPORTERS:
+                exporter: Exporter = HTTP_EXPORTERS[name](environ, drop)
+            elif name == "otel":
+                from proxy.observe.otel import OTel
+
+                exporter = OTel(environ, drop)
+            else:
+                exporter = Custom(name, want.target, drop)
+            self.exporters.append(exporter)
+            if want.success:
+                self.on_success.append(exporter)
+            if want.failure:
+                self.on_failure.append(exporter)
+        self.alerts: SlackAlerts | None = None
+        if "slack" in (general.get("alerting") or []) and slack_url(environ):
+            self.alerts = SlackAlerts(general, environ, guard, drop)
+            self.exporters.append(self.alerts)
+        self.records = bool(self.metrics or self.on_success or self.on_failure or self.alerts)
+
+    # -- per request ------------------------------------------------------------------------------
+
+    def start(self, ctx: RequestContext) -> None:
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
+        if self.alerts is not None:
+            self.alerts.track(ctx)
+
+    def finish(self, ctx: RequestContext, cost: float | None) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.dec()
+        record = build_record(ctx, redact=self.redact, cost=cost)
+        if metrics is not None:
+            metrics.observe(record)
+        for exporter in self.on_failure if record["status"] == "failure" else self.on_success:
+            exporter.export(record)
+        if self.alerts is not None:
+            self.alerts.on_record(record, ctx)
+
+    def on_cooldown(self, dep: Any, error: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.cooldown(dep, getattr(error, "status", 0))
+        if self.alerts is not None:
+            self.alerts.on_cooldown(dep, error)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush every exporter at once, each within ``timeout``."""
+        jobs = [gevent.spawn(e.close, timeout) for e in self.exporters]
+        gevent.joinall(jobs, timeout=timeout + 1)
+
+
+def validate_alerting(general: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Problems of ``general_settings.alerting`` and its companions, naming the config path."""
+    return alerting_errors(general, environ)

@@ -1,0 +1,159 @@
+"""The log record, the bounded queue, the Langfuse payload and boot-time checks of callback names."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import gevent
+import gevent.event
+import pytest
+
+from proxy.config import load_config
+from proxy.context import RequestContext
+from proxy.errors import ConfigError, ServiceUnavailable
+from proxy.gateway import Gateway
+from proxy.observe.exporters import Langfuse
+from proxy.observe.queue import BatchQueue
+from proxy.observe.record import REDACTED, build_record
+
+
+def make_ctx(**body) -> RequestContext:
+    ctx = RequestContext("chat", {"model": "gpt", "messages": [{"role": "user", "content": "hi"}],
+                                  "temperature": 0.3, **body})
+    ctx.metadata = {"generation_name": "gen-a", "trace_id": "trace-1", "trace_user_id": "u-9",
+                    "session_id": "s-1", "tags": ["t1"], "team": "x"}
+    ctx.usage = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    ctx.response = {"id": "chatcmpl-1", "choices": [{"message": {"role": "assistant", "content": "yo"},
+                                                     "finish_reason": "stop"}]}
+    ctx.caller = {"token": "h4sh", "key_alias": "alias-1", "team_id": "team-1", "user_id": "user-1"}
+    ctx.timings = {"callbacks": 0.001, "upstream": 0.02}
+    return ctx
+
+
+def test_record_carries_call_key_usage_and_metadata() -> None:
+    record = build_record(make_ctx(), cost=0.25)
+    assert record["trace_id"] == "trace-1"
+    assert record["status"] == "success" and record["status_code"] == 200
+    assert (record["prompt_tokens"], record["completion_tokens"], record["total_tokens"]) == (3, 5, 8)
+    assert record["response_cost"] == 0.25
+    assert record["messages"] == [{"role": "user", "content": "hi"}]
+    assert record["response"]["choices"][0]["message"]["content"] == "yo"
+    assert record["model_parameters"] == {"temperature": 0.3}
+    meta = record["metadata"]
+    assert (meta["user_api_key_alias"], meta["user_api_key_team_id"], meta["user_api_key_user_id"]) == \
+        ("alias-1", "team-1", "user-1")
+    assert meta["generation_name"] == "gen-a" and meta["session_id"] == "s-1"
+    assert record["request_tags"] == ["t1"]
+    assert record["upstream_latency"] == 0.02
+    assert record["endTime"] >= record["startTime"]
+
+
+def test_record_failure_and_redaction() -> None:
+    ctx = make_ctx()
+    ctx.error, ctx.status, ctx.response = ServiceUnavailable("upstream down"), 503, None
+    record = build_record(ctx, redact=True)
+    assert record["status"] == "failure"
+    assert record["error_information"]["error_code"] == "503"
+    assert "upstream down" in record["error_str"]
+    assert record["messages"] == REDACTED and record["response"] == REDACTED
+
+
+def test_record_honours_a_redact_messages_flag_on_the_context() -> None:
+    ctx = RequestContext("chat", {"model": "gpt", "messages": [{"role": "user", "content": "secret"}]})
+    ctx.redact_messages = True  # what x-litellm-enable-message-redaction sets
+    record = build_record(ctx)
+    assert record["messages"] == REDACTED
+    assert "secret" not in str(record)
+
+
+def test_queue_drops_when_full_counts_and_flushes_on_close() -> None:
+    sent: list[list[int]] = []
+    drops: list[tuple[str, int]] = []
+    gate = gevent.event.Event()
+
+    def send(batch: list[int]) -> None:
+        gate.wait()  # a receiver that does not answer yet
+        sent.append(batch)
+
+    queue = BatchQueue("test", send, max_size=5, batch_size=2, interval=0.01,
+                       on_drop=lambda name, n: drops.append((name, n)))
+    accepted = [queue.put(i) for i in range(8)]
+    gevent.sleep(0.05)  # the greenlet takes one batch and blocks on the receiver
+    more = [queue.put(i) for i in range(8, 12)]
+    assert accepted[:5] == [True] * 5 and accepted[5:] == [False] * 3
+    assert queue.dropped == 3 + more.count(False)
+    assert sum(n for _, n in drops) == queue.dropped and drops[0][0] == "test"
+    gate.set()
+    queue.close(timeout=2)
+    delivered = [i for batch in sent for i in batch]
+    assert delivered == [i for i, ok in enumerate(accepted + more) if ok]
+    assert all(len(b) <= 2 for b in sent)
+
+
+def test_queue_counts_failed_sends_and_never_raises() -> None:
+    def send(batch: list[int]) -> None:
+        raise ConnectionError("receiver down")
+
+    queue = BatchQueue("down", send, batch_size=10, interval=0.01)
+    for i in range(3):
+        assert queue.put(i)
+    queue.close(timeout=1)
+    assert queue.failed == 3 and queue.sent == 0
+
+
+def test_langfuse_payload_shape() -> None:
+    exporter = Langfuse({"LANGFUSE_PUBLIC_KEY": "pk-lf", "LANGFUSE_SECRET_KEY": "sk-lf",
+                         "LANGFUSE_HOST": "http://127.0.0.1:1"})
+    try:
+        assert exporter.url == "http://127.0.0.1:1/api/public/ingestion"
+        assert exporter.headers["Authorization"] == "Basic " + base64.b64encode(b"pk-lf:sk-lf").decode()
+        trace, generation = exporter.events(build_record(make_ctx(), cost=0.5))
+    finally:
+        exporter.close(0)
+    assert trace["type"] == "trace-create" and generation["type"] == "generation-create"
+    assert trace["id"] != generation["id"]  # event ids are unique envelopes
+    assert trace["body"]["id"] == "trace-1" and trace["body"]["userId"] == "u-9"
+    assert trace["body"]["sessionId"] == "s-1" and trace["body"]["tags"] == ["t1"]
+    body = generation["body"]
+    assert body["traceId"] == "trace-1" and body["name"] == "gen-a"
+    assert body["usage"] == {"input": 3, "output": 5, "total": 8, "unit": "TOKENS", "totalCost": 0.5}
+    assert body["level"] == "DEFAULT" and body["startTime"].endswith("Z")
+    assert body["modelParameters"] == {"temperature": 0.3}
+
+
+def config(tmp_path: Path, settings: dict) -> object:
+    return load_config({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m",
+                                                                              "mock_response": "x"}}],
+                        "litellm_settings": settings})
+
+
+def test_unknown_callback_fails_the_boot_naming_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Gateway(config(tmp_path, {"callbacks": ["prometheus", "nosuchlogger"]}), preload=False, store=False,
+                shared_state=False, exporters=False)
+    assert "litellm_settings.callbacks[1]: unknown callback 'nosuchlogger'" in str(info.value)
+
+
+def test_custom_callback_missing_module_or_attribute_fails_the_boot(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    (folder / "obs_handlers_a.py").write_text("handler = object()\n")
+    (folder / "config.yaml").write_text(
+        "model_list: []\nlitellm_settings:\n  callbacks: [obs_handlers_a.missing, obs_nomodule_b.handler]\n")
+    with pytest.raises(ConfigError) as info:
+        Gateway(load_config(folder / "config.yaml"), preload=False, store=False, shared_state=False,
+                exporters=False)
+    text = str(info.value)
+    assert "litellm_settings.callbacks[0]: custom callback 'obs_handlers_a.missing'" in text
+    assert "no attribute 'missing'" in text
+    assert "litellm_settings.callbacks[1]" in text and "no module 'obs_nomodule_b'" in text
+
+
+def test_exporter_without_its_keys_is_skipped_not_fatal(tmp_path: Path, monkeypatch, caplog) -> None:
+    for name in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    gw = Gateway(config(tmp_path, {"success_callback": ["langfuse"]}), preload=False, store=False,
+                 shared_state=False, exporters=False)
+    gw.close()
+    assert "LANGFUSE_PUBLIC_KEY" in caplog.text
