@@ -91,19 +91,28 @@ class _Held:
             return
         import google.auth
         from google.auth.exceptions import DefaultCredentialsError
+        from google.oauth2 import credentials as user_credentials
+        from google.oauth2 import service_account
 
         try:
             info = credential_info(self.source)
             if info is None:
                 self.creds, self.project = google.auth.default(scopes=list(SCOPES))
+            elif info.get("type") == "service_account":
+                self.creds = service_account.Credentials.from_service_account_info(info, scopes=list(SCOPES))
+                self.project = info.get("project_id")
+            elif info.get("type") == "authorized_user":  # gcloud's user credentials file
+                self.creds = user_credentials.Credentials.from_authorized_user_info(info, scopes=list(SCOPES))
+                self.project = info.get("quota_project_id")
             else:
-                self.creds, project = google.auth.load_credentials_from_dict(info, scopes=list(SCOPES))
-                self.project = project or info.get("project_id")
+                raise ValueError(f"credential type {info.get('type')!r} is not supported "
+                                 "(use a service_account or authorized_user file)")
         except (DefaultCredentialsError, ValueError) as exc:
             raise AuthenticationError(f"vertex_ai credentials cannot be loaded: {exc}") from None
 
     def valid(self) -> str | None:
-        return self.token if self.token and time.time() < self.expires_at - 10 else None
+        # a token this close to expiry is not handed out (clock skew, time in flight)
+        return self.token if self.token and time.time() < self.expires_at - min(10.0, self.margin / 2) else None
 
     def fetch(self) -> str:
         """Exchange for a fresh token now; concurrent callers wait for the one exchange."""
