@@ -5,7 +5,6 @@ surface driven by the google-genai SDK (vertexai=True, base URL pointed at the p
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -92,14 +91,15 @@ def test_gemini_stream_tools_and_json(client: openai.OpenAI, google: MockGoogle)
     assert last(google)["body"]["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
     follow = client.chat.completions.create(model="gemini-flash", tools=tools, messages=[
         {"role": "user", "content": "weather?"},
-        {"role": "assistant", "tool_calls": [{"id": call.id, "type": "function",
-                                              "function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+        {"role": "assistant", "tool_calls": [{"id": call.id, "type": "function", "function": {
+            "name": "get_weather", "arguments": call.function.arguments}}]},
         {"role": "tool", "tool_call_id": call.id, "content": "sunny"}])
     assert follow.choices[0].message.content == "echo: sunny"
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "additionalProperties": False}
     resp = client.chat.completions.create(model="gemini-flash", messages=[{"role": "user", "content": "json"}],
-                                          response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {
-                                              "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
-                                              "additionalProperties": False}}})
+                                          response_format={"type": "json_schema",
+                                                           "json_schema": {"name": "a", "schema": schema}})
     assert resp.choices[0].message.content == '{"n":1}'
 
 
@@ -123,7 +123,8 @@ def test_claude_on_vertex(client: openai.OpenAI, google: MockGoogle) -> None:
                                           messages=[{"role": "user", "content": "hello claude"}])
     assert resp.choices[0].message.content == "echo: hello claude" and resp.usage.completion_tokens == 3
     sent = last(google)
-    assert sent["path"].endswith("/locations/us-east5/publishers/anthropic/models/claude-3-5-sonnet-v2@20241022:rawPredict")
+    assert sent["path"].endswith(
+        "/locations/us-east5/publishers/anthropic/models/claude-3-5-sonnet-v2@20241022:rawPredict")
     assert sent["body"]["anthropic_version"] == "vertex-2023-10-16" and "model" not in sent["body"]
     chunks = list(client.chat.completions.create(model="vertex-claude", max_tokens=20, stream=True,
                                                  messages=[{"role": "user", "content": "stream claude"}]))
