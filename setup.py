@@ -30,6 +30,7 @@ setup(
         "psycopg-pool>=3.2",
         "orjson>=3.9",
         "botocore>=1.34",  # SigV4 signing for bedrock/
+        "google-auth>=2.28",  # vertex_ai/ access tokens (service accounts, application default credentials)
         "tiktoken>=0.9",
         "tokenizers>=0.19",  # model_info.custom_tokenizer (Hugging Face tokenizers)
         "prometheus-client>=0.20",  # GET /metrics, added up across workers (multiprocess mode)
@@ -42,6 +43,7 @@ setup(
             "pytest-timeout>=2.3",
             "openai>=1.40",
             "anthropic>=0.34",
+            "google-genai>=1.0",  # the /vertex_ai surface is tested with Google's SDK
             "ruff>=0.5",
             "wheel>=0.40",  # tests build and install a wheel of the package (tests/install.py)
             "opentelemetry-proto>=1.25",  # the test OTLP receiver decodes what the otel exporter sends

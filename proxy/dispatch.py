@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proxy import client_credentials
@@ -22,6 +23,16 @@ if TYPE_CHECKING:
     from proxy.deployment import Deployment
     from proxy.tokens import TokenCounter
     from proxy.transport import Transport
+
+
+@dataclass(slots=True)
+class PassThrough:
+    """A provider's own answer, forwarded as it came: status, content type, bytes (or a stream of
+    them). The native-format surfaces (``/vertex_ai/...``) render it without translation."""
+
+    status: int
+    content_type: str
+    body: bytes | Iterator[bytes]
 
 
 class Dispatcher:
@@ -54,6 +65,8 @@ class Dispatcher:
             raise BadRequest(f"model {ctx.model!r} ({dep.provider}) does not serve {ctx.kind} requests")
         call = adapter.sign(adapter.build_request(ctx, dep), dep)
         timeout = ctx.extra.get("timeout") or dep.timeout or self.timeout
+        if ctx.kind == "passthrough":
+            return self._pass_through(ctx, dep, call, timeout)
         if not ctx.stream or not call.stream:  # one plain call; also for providers that cannot stream
             resp = self.transport.send(call, timeout)
             if resp.status >= 400:
@@ -85,6 +98,47 @@ class Dispatcher:
         ctx.extra["first_token_at"] = time.perf_counter()  # time to first token, for the log record
         ctx.response = self._relay(ctx, dep, first, chunks)
         return ctx.response
+
+    def _pass_through(self, ctx: RequestContext, dep: Deployment, call: Any, timeout: float) -> PassThrough:
+        """Forward a native-format call; its usage is read as it passes, its bytes are not changed.
+
+        An upstream error is raised as the adapter's ProxyError (so retries, cooldowns and
+        fallbacks see it); the upstream's own reply is kept in ``ctx.extra["passthrough_error"]``
+        for the surface to send back as it was.
+        """
+        adapter = dep.adapter
+        meter = adapter.pass_through_meter()
+        if not call.stream:
+            resp = self.transport.send(call, timeout)
+            if resp.status >= 400:
+                self._upstream_error(ctx, adapter, resp.status, resp.headers, resp.body)
+            meter.body(resp.body)
+            ctx.usage = meter.usage or mock.usage(0, 0)
+            ctx.response = PassThrough(resp.status, resp.headers.get("content-type", "application/json"), resp.body)
+            return ctx.response
+        read_timeout = dep.stream_timeout or self.stream_timeout or timeout
+        stream = self.transport.open_stream(call, timeout, read_timeout)
+        if stream.status >= 400:
+            self._upstream_error(ctx, adapter, stream.status, stream.headers, stream.read_all(timeout))
+
+        def relay() -> Iterator[bytes]:
+            lines = stream.lines()
+            try:
+                for line in lines:  # each line goes out as soon as it is in
+                    meter.line(line)
+                    yield line
+            finally:
+                lines.close()  # a client that left closes the upstream too
+                ctx.usage = meter.usage or mock.usage(0, 0)
+
+        ctx.response = PassThrough(stream.status, stream.headers.get("content-type", "text/event-stream"), relay())
+        return ctx.response
+
+    @staticmethod
+    def _upstream_error(ctx: RequestContext, adapter: Any, status: int, headers: dict[str, str], body: bytes) -> None:
+        err = adapter.map_error(status, headers, body)
+        ctx.extra["passthrough_error"] = (err, status, headers.get("content-type", "application/json"), body)
+        raise err
 
     def _relay(
         self,

@@ -28,8 +28,8 @@ from proxy.observe.exporters import HTTPExporter, SettingMissing, env
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
+    from proxy.deployment import Deployment
     from proxy.keys.limits import Guard
-    from proxy.router.deployment import Deployment
 
 log = logging.getLogger(__name__)
 

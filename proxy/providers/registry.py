@@ -8,14 +8,17 @@ recognised by name as LiteLLM does. This is the only place that maps names to ad
 from __future__ import annotations
 
 from proxy.deployment import UnsupportedProvider
+from proxy.google_auth import GoogleTokens
 from proxy.providers.anthropic import AnthropicAdapter
 from proxy.providers.azure import AzureAdapter, AzureAIAdapter
 from proxy.providers.base import Adapter
 from proxy.providers.bedrock import BedrockAdapter
 from proxy.providers.custom import CustomAdapter
+from proxy.providers.gemini import GeminiAdapter
 from proxy.providers.huggingface import HuggingFaceAdapter
 from proxy.providers.ollama import OllamaAdapter, OllamaChatAdapter
 from proxy.providers.openai import OpenAIAdapter, OpenAICompatibleAdapter, TextCompletionOpenAIAdapter
+from proxy.providers.vertex import VertexAdapter
 
 #: Providers whose API is OpenAI's wire format at a known base URL, with their key variable.
 OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
@@ -38,7 +41,7 @@ OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
 #: Providers LiteLLM knows that have no adapter here yet: a clear boot error, not a traceback.
 NOT_YET = frozenset(
     {
-        "vertex_ai", "gemini", "cohere", "sagemaker", "replicate", "watsonx",
+        "cohere", "sagemaker", "replicate", "watsonx",
         "cloudflare", "databricks", "predibase", "ai21", "nlp_cloud", "aleph_alpha", "petals",
         "palm", "clarifai", "triton", "voyage",
     }
@@ -67,7 +70,9 @@ BARE_NAMES: tuple[tuple[str, str], ...] = (
 class ProviderRegistry:
     """Holds one adapter instance per provider name."""
 
-    def __init__(self) -> None:
+    def __init__(self, google_tokens: GoogleTokens | None = None) -> None:
+        #: Vertex AI access tokens, fetched once per credential and refreshed in the background
+        self.google_tokens = google_tokens or GoogleTokens()
         self.adapters: dict[str, Adapter] = {
             "openai": OpenAIAdapter(),
             "text-completion-openai": TextCompletionOpenAIAdapter(),
@@ -75,11 +80,17 @@ class ProviderRegistry:
             "azure_ai": AzureAIAdapter(),
             "anthropic": AnthropicAdapter(),
             "bedrock": BedrockAdapter(),
+            "gemini": GeminiAdapter(),
+            "vertex_ai": VertexAdapter(self.google_tokens),
         }
         for name, (base, key_env) in OPENAI_COMPATIBLE.items():
             self.adapters[name] = OpenAICompatibleAdapter(name, base, key_env)
         for adapter in (OllamaAdapter(), OllamaChatAdapter(), HuggingFaceAdapter(), CustomAdapter()):
             self.adapters[adapter.provider] = adapter
+
+    def close(self) -> None:
+        """Stop background work (token refreshes)."""
+        self.google_tokens.close()
 
     def register(self, adapter: Adapter) -> None:
         self.adapters[adapter.provider] = adapter

@@ -1,0 +1,394 @@
+"""The Gemini ``generateContent`` wire format, shared by the ``gemini/`` and ``vertex_ai/`` adapters.
+
+Request (OpenAI chat -> ``GenerateContentRequest``):
+
+- ``system``/``developer`` messages become ``systemInstruction``; the other turns become
+  ``contents`` with roles ``user`` and ``model`` (same-role turns merged); assistant
+  ``tool_calls`` become ``functionCall`` parts, ``tool`` messages ``functionResponse`` parts (named
+  after the call they answer, ``response: {"content": ...}``, as LiteLLM sends it);
+- content parts: text; ``image_url``/``file`` with a base64 ``data:`` URL become ``inlineData``,
+  an http(s) or ``gs://`` URL ``fileData`` (the proxy never downloads on the request path);
+- ``temperature``, ``top_p``, ``top_k``, ``max_tokens``/``max_completion_tokens``, ``stop``, ``n``,
+  ``presence_penalty``, ``frequency_penalty``, ``seed``, ``logprobs``/``top_logprobs`` and
+  ``response_format`` (``json_object`` -> ``responseMimeType``; ``json_schema`` -> plus
+  ``responseSchema``) go into ``generationConfig``;
+- function ``tools`` become one ``functionDeclarations`` tool; ``tool_choice``
+  auto/none/required/named becomes ``toolConfig.functionCallingConfig`` mode AUTO/NONE/ANY/ANY with
+  ``allowedFunctionNames``;
+- Gemini's own fields (``safetySettings``/``safety_settings``, ``cachedContent``/``cached_content``,
+  ``labels``, ``thinkingConfig``) pass through.
+
+Response: each candidate becomes a choice (``thought`` parts -> ``reasoning_content``,
+``functionCall`` parts -> ``tool_calls``); ``finishReason`` is mapped as LiteLLM maps it
+(``FINISH_REASONS``; any tool call makes it ``tool_calls``); ``usageMetadata`` becomes usage, with
+``cachedContentTokenCount`` as ``prompt_tokens_details.cached_tokens`` and ``thoughtsTokenCount``
+counted as completion (reasoning) tokens. A prompt blocked by ``promptFeedback.blockReason``, or a
+candidate stopped for safety before it produced anything, is a ContentPolicyViolation, so
+``content_policy_fallbacks`` apply.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from proxy.errors import BadRequest, ContentPolicyViolation, UpstreamError
+from proxy.providers.openai import CHAT_PARAMS
+from proxy.providers.shapes import ChunkTranslator, alternating_turns, chat_id
+
+TRANSLATED = frozenset(
+    {
+        "messages", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "n",
+        "presence_penalty", "frequency_penalty", "seed", "logprobs", "top_logprobs", "response_format",
+        "tools", "tool_choice", "parallel_tool_calls", "stream", "stream_options", "user", "extra_headers",
+    }
+)
+#: Gemini request fields (and LiteLLM's snake_case names for them) sent as they are.
+NATIVE = {
+    "top_k": None, "safety_settings": "safetySettings", "safetySettings": "safetySettings",
+    "cached_content": "cachedContent", "cachedContent": "cachedContent", "labels": "labels",
+    "thinkingConfig": None, "generationConfig": None, "toolConfig": None,
+}
+UNSUPPORTED = CHAT_PARAMS - TRANSLATED
+
+#: Gemini finishReason -> OpenAI finish_reason, as LiteLLM's map_finish_reason has it.
+FINISH_REASONS = {
+    "STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
+    "FINISH_REASON_UNSPECIFIED": "stop", "MALFORMED_FUNCTION_CALL": "stop", "LANGUAGE": "content_filter",
+    "OTHER": "content_filter", "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter", "IMAGE_SAFETY": "content_filter", "IMAGE_PROHIBITED_CONTENT": "content_filter",
+    "TOO_MANY_TOOL_CALLS": "stop", "MALFORMED_RESPONSE": "stop", "NO_IMAGE": "content_filter",
+    "IMAGE_RECITATION": "content_filter", "IMAGE_OTHER": "content_filter", "UNEXPECTED_TOOL_CALL": "stop",
+}
+#: finishReasons that mean the safety system stopped the answer.
+SAFETY_REASONS = frozenset({"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+                            "IMAGE_PROHIBITED_CONTENT"})
+TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "any": "ANY"}
+#: JSON-schema keys Gemini's ``Schema`` accepts (the rest, e.g. additionalProperties, are refused).
+SCHEMA_KEYS = frozenset(
+    {
+        "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems", "properties",
+        "required", "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "example",
+        "anyOf", "propertyOrdering", "default", "items", "minimum", "maximum",
+    }
+)
+
+
+# -- request ----------------------------------------------------------------------------------------
+
+
+def translate_request(request: dict[str, Any], provider: str) -> dict[str, Any]:
+    """An OpenAI chat request -> a generateContent body."""
+    refused = sorted(k for k in UNSUPPORTED if k in request and request[k] is not None
+                     and request[k] is not False)
+    if refused:
+        raise BadRequest(f"{provider} does not support {', '.join(refused)}; remove them or set "
+                         "drop_params: true", param=refused[0])
+    names = {c.get("id"): (c.get("function") or {}).get("name")
+             for m in request.get("messages") or () if m.get("role") == "assistant"
+             for c in m.get("tool_calls") or ()}
+    system, turns = alternating_turns(
+        request.get("messages") or [], provider,
+        system_blocks=lambda content: [p for p in parts_of(content) if "text" in p],
+        user_blocks=parts_of, assistant_blocks=model_parts,
+        tool_result=lambda message: function_response(message, names))
+    body: dict[str, Any] = {"contents": [{"role": "model" if t["role"] == "assistant" else "user",
+                                          "parts": t["content"]} for t in turns]}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    config = generation_config(request)
+    tools = [declaration(t) for t in request.get("tools") or () if t.get("type", "function") == "function"]
+    if tools:
+        body["tools"] = [{"functionDeclarations": tools}]
+        choice = tool_config(request.get("tool_choice"))
+        if choice:
+            body["toolConfig"] = choice
+    for key, value in request.items():
+        if key in NATIVE and value is not None:
+            if key == "top_k":
+                config["topK"] = value
+            elif key == "generationConfig" and isinstance(value, dict):
+                config.update(value)
+            else:
+                body[NATIVE[key] or key] = value
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+def generation_config(request: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for src, dst in (("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCount"),
+                     ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"),
+                     ("seed", "seed"), ("logprobs", "responseLogprobs"), ("top_logprobs", "logprobs")):
+        if request.get(src) is not None:
+            config[dst] = request[src]
+    max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
+    stop = request.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else [s for s in stop if s]
+    fmt = request.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        schema = (fmt.get("json_schema") or {}).get("schema") if fmt["type"] == "json_schema" else None
+        if isinstance(schema, dict):
+            config["responseSchema"] = gemini_schema(schema)
+    elif fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        raise BadRequest("response_format must be text, json_object or json_schema", param="response_format")
+    return config
+
+
+def gemini_schema(schema: Any, defs: dict[str, Any] | None = None) -> Any:
+    """A JSON schema reduced to what Gemini's ``Schema`` accepts ($refs inlined)."""
+    if not isinstance(schema, dict):
+        return schema
+    defs = {**(defs or {}), **(schema.get("$defs") or schema.get("definitions") or {})}
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.rsplit("/", 1)[-1] in defs:
+        return gemini_schema(defs[ref.rsplit("/", 1)[-1]], defs)
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key not in SCHEMA_KEYS:
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: gemini_schema(sub, defs) for name, sub in value.items()}
+        elif key in ("items", "anyOf"):
+            out[key] = [gemini_schema(s, defs) for s in value] if isinstance(value, list) \
+                else gemini_schema(value, defs)
+        elif key == "type" and isinstance(value, list):  # ["string", "null"] -> nullable string
+            kinds = [v for v in value if v != "null"]
+            out["type"] = kinds[0] if kinds else "null"
+            if "null" in value:
+                out["nullable"] = True
+        else:
+            out[key] = value
+    return out
+
+
+def parts_of(content: Any) -> list[dict[str, Any]]:
+    """OpenAI message content -> Gemini parts."""
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    parts: list[dict[str, Any]] = []
+    for part in content or ():
+        kind = part.get("type")
+        if kind == "text":
+            if part.get("text"):
+                parts.append({"text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            parts.append(media_part(image.get("url") if isinstance(image, dict) else image,
+                                    image.get("format") if isinstance(image, dict) else None))
+        elif kind == "file" and isinstance(part.get("file"), dict):
+            f = part["file"]
+            parts.append(media_part(f.get("file_data") or f.get("file_id"), f.get("format")))
+        elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
+            audio = part["input_audio"]
+            parts.append({"inlineData": {"mimeType": f"audio/{audio.get('format') or 'wav'}",
+                                         "data": audio.get("data")}})
+        else:
+            raise BadRequest(f"gemini does not accept content parts of type {kind!r}", param="messages")
+    return parts
+
+
+def media_part(url: Any, mime: str | None = None) -> dict[str, Any]:
+    """A ``data:`` URL -> ``inlineData``; a URL (http(s), gs://) -> ``fileData``."""
+    if not isinstance(url, str) or not url:
+        raise BadRequest("image_url.url is missing", param="messages")
+    if url.startswith("data:"):
+        header, sep, data = url.partition(",")
+        if not (sep and header.endswith(";base64")):
+            raise BadRequest("data: URLs must be base64-encoded", param="messages")
+        return {"inlineData": {"mimeType": header[5:-7], "data": data}}
+    guessed = mime or mimetypes.guess_type(url.split("?", 1)[0])[0] or "image/jpeg"
+    return {"fileData": {"mimeType": guessed, "fileUri": url}}
+
+
+def model_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    parts = parts_of(message.get("content"))
+    for call in message.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        try:
+            args = orjson.loads(fn.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            raise BadRequest(f"tool call {call.get('id')!r} has arguments that are not JSON",
+                             param="messages") from None
+        parts.append({"functionCall": {"name": fn.get("name"), "args": args}})
+    return parts
+
+
+def function_response(message: dict[str, Any], names: dict[Any, Any]) -> dict[str, Any]:
+    name = message.get("name") or names.get(message.get("tool_call_id"))
+    if not name:
+        raise BadRequest(f"tool message {message.get('tool_call_id')!r} answers no earlier tool call",
+                         param="messages")
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return {"functionResponse": {"name": name, "response": {"content": content or ""}}}
+
+
+def declaration(tool: dict[str, Any]) -> dict[str, Any]:
+    fn = tool.get("function") or {}
+    out: dict[str, Any] = {"name": fn.get("name")}
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    params = fn.get("parameters")
+    if isinstance(params, dict) and params.get("properties"):  # Gemini refuses an empty OBJECT
+        out["parameters"] = gemini_schema(params)
+    return out
+
+
+def tool_config(choice: Any) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") or choice.get("name")
+        if not name:
+            raise BadRequest("tool_choice names no function", param="tool_choice")
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
+    if isinstance(choice, str) and choice in TOOL_MODES:
+        return {"functionCallingConfig": {"mode": TOOL_MODES[choice]}}
+    raise BadRequest(f"tool_choice {choice!r} is not supported", param="tool_choice")
+
+
+# -- response ---------------------------------------------------------------------------------------
+
+
+def openai_usage(meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``usageMetadata`` -> OpenAI usage (``promptTokenCount`` already includes cached tokens)."""
+    if not meta:
+        return None
+    prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
+    thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    completion = int(meta.get("candidatesTokenCount") or 0) + thoughts
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": int(meta.get("totalTokenCount") or prompt + completion)}
+    cached = int(meta.get("cachedContentTokenCount") or 0)
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        usage["cache_read_input_tokens"] = cached
+    if thoughts:
+        usage["completion_tokens_details"] = {"reasoning_tokens": thoughts}
+    return usage
+
+
+def finish_reason(reason: str | None, has_calls: bool) -> str | None:
+    if reason is None:
+        return None
+    if has_calls:
+        return "tool_calls"
+    return FINISH_REASONS.get(reason, "stop")
+
+
+def check_blocked(data: dict[str, Any], produced: bool = False) -> None:
+    """Raise ContentPolicyViolation when the prompt or the (empty) answer was blocked for safety."""
+    feedback = data.get("promptFeedback") or {}
+    if feedback.get("blockReason") and not data.get("candidates"):
+        message = feedback.get("blockReasonMessage") or f"the prompt was blocked: {feedback['blockReason']}"
+        raise ContentPolicyViolation(f"gemini safety filter: {message}")
+    for cand in data.get("candidates") or ():
+        has_parts = bool((cand.get("content") or {}).get("parts"))
+        if cand.get("finishReason") in SAFETY_REASONS and not has_parts and not produced:
+            raise ContentPolicyViolation(
+                f"gemini safety filter: the answer was blocked ({cand['finishReason']})")
+
+
+def tool_call(call: dict[str, Any], index: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                           "function": {"name": call.get("name"),
+                                        "arguments": orjson.dumps(call.get("args") or {}).decode()}}
+    if index is not None:
+        out = {"index": index, **out}
+    return out
+
+
+def split_parts(parts: list[dict[str, Any]]) -> tuple[str, str, list[dict[str, Any]]]:
+    """(text, reasoning text, function calls) of a candidate's parts."""
+    texts, thoughts, calls = [], [], []
+    for part in parts:
+        if "functionCall" in part:
+            calls.append(part["functionCall"])
+        elif "text" in part:
+            (thoughts if part.get("thought") else texts).append(part["text"])
+    return "".join(texts), "".join(thoughts), calls
+
+
+def to_chat_completion(data: dict[str, Any], model: str) -> dict[str, Any]:
+    """A GenerateContentResponse -> an OpenAI chat.completion."""
+    if not isinstance(data, dict):
+        raise UpstreamError("upstream gemini returned an unexpected body")
+    check_blocked(data)
+    choices = []
+    for i, cand in enumerate(data.get("candidates") or ()):
+        text, thoughts, calls = split_parts((cand.get("content") or {}).get("parts") or [])
+        message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+        if calls:
+            message["tool_calls"] = [tool_call(c) for c in calls]
+        if thoughts:
+            message["reasoning_content"] = thoughts
+        choices.append({"index": cand.get("index", i), "message": message, "logprobs": None,
+                        "finish_reason": finish_reason(cand.get("finishReason") or "STOP", bool(calls))})
+    out: dict[str, Any] = {"id": data.get("responseId") or chat_id(), "object": "chat.completion",
+                           "created": int(time.time()), "model": data.get("modelVersion") or model,
+                           "system_fingerprint": None, "choices": choices}
+    usage = openai_usage(data.get("usageMetadata"))
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+class StreamTranslator(ChunkTranslator):
+    """``streamGenerateContent?alt=sse`` events -> OpenAI chunks.
+
+    Each event is a whole GenerateContentResponse holding the new parts; function calls arrive
+    whole, so each becomes one tool_calls chunk with its complete arguments. ``usageMetadata`` is
+    cumulative: the last one seen is the usage.
+    """
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        super().__init__(model, include_usage, chat_id())
+        self.started = False
+        self.calls = 0
+        self.finished = False
+
+    def feed(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        check_blocked(data, produced=self.started)
+        if data.get("responseId"):
+            self.id = self.id if self.started else data["responseId"]
+        if data.get("modelVersion") and not self.started:
+            self.model = data["modelVersion"]
+        usage = openai_usage(data.get("usageMetadata"))
+        if usage is not None:
+            self.usage = usage
+        out: list[dict[str, Any]] = []
+        for cand in (data.get("candidates") or ())[:1]:
+            text, thoughts, calls = split_parts((cand.get("content") or {}).get("parts") or [])
+            if not self.started and (text or thoughts or calls or cand.get("finishReason")):
+                self.started = True
+                out.append(self.chunk({"role": "assistant", "content": ""}))
+            if thoughts:
+                out.append(self.chunk({"reasoning_content": thoughts}))
+            if text:
+                out.append(self.chunk({"content": text}))
+            if calls:
+                out.append(self.chunk({"tool_calls": [tool_call(c, self.calls + j) for j, c in enumerate(calls)]}))
+                self.calls += len(calls)
+            if cand.get("finishReason") and not self.finished:
+                self.finished = True
+                out.append(self.chunk({}, finish_reason(cand["finishReason"], self.calls > 0)))
+        return out
+
+    def close(self) -> list[dict[str, Any]]:
+        if not self.finished:
+            if not self.started:
+                raise UpstreamError("upstream gemini stream ended before any answer")
+            self.finished = True
+            return [self.chunk({}, "tool_calls" if self.calls else "stop"), *self.usage_chunk()]
+        return self.usage_chunk()
