@@ -326,7 +326,9 @@ def test_under_gevent_a_database_wait_does_not_stall_the_hub(backend: Backend) -
         assert result["wait_func"] != "wait_c", order  # psycopg's C wait does not yield to gevent
         assert result["waited_ms"] >= 250, order
         assert result["sleep_ms"] >= 490, order  # pg_sleep(0.5) really ran...
-        assert result["max_hub_gap_ms"] < 50, order  # ...while the ticker kept its 10 ms beat
+        # ...while the ticker kept its 10 ms beat (a blocking wait stalls it ~500 ms; the margin
+        # is for a loaded machine descheduling the probe)
+        assert result["max_hub_gap_ms"] < 200, order
         assert result["two_sleeps_ms"] < 450, order  # two pg_sleep(0.3) in two greenlets overlap
         assert result["spend_rows"] == 300, order
         backend.open().write(lambda db: (db.execute("DELETE FROM models"), db.execute("DELETE FROM spend_logs")))
