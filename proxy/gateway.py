@@ -215,6 +215,7 @@ class Gateway:
         if self.spend is not None:
             self.spend.close()  # every spend record reaches the file before the worker exits
         self.state.close()
+        self.providers.close()
         self.transport.close()
         if self.store is not None:
             self.store.close()

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from proxy.deployment import UnsupportedProvider
 from proxy.providers.anthropic import AnthropicAdapter
+from proxy.providers.aws_auth import AssumedRoles
 from proxy.providers.azure import AzureAdapter, AzureAIAdapter
 from proxy.providers.base import Adapter
 from proxy.providers.bedrock import BedrockAdapter
+from proxy.providers.cohere import CohereAdapter
 from proxy.providers.custom import CustomAdapter
 from proxy.providers.huggingface import HuggingFaceAdapter
 from proxy.providers.ollama import OllamaAdapter, OllamaChatAdapter
 from proxy.providers.openai import OpenAIAdapter, OpenAICompatibleAdapter, TextCompletionOpenAIAdapter
+from proxy.providers.sagemaker import SageMakerAdapter
 
 #: Providers whose API is OpenAI's wire format at a known base URL, with their key variable.
 OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
@@ -23,7 +26,7 @@ OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
     "hosted_vllm": (None, None),
     "vllm": (None, None),
     "lm_studio": (None, "LM_STUDIO_API_KEY"),
-    "xinference": (None, "XINFERENCE_API_KEY"),
+    "xinference": ("http://127.0.0.1:9997/v1", "XINFERENCE_API_KEY"),
     "deepseek": ("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
     "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
     "mistral": ("https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
@@ -38,7 +41,7 @@ OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
 #: Providers LiteLLM knows that have no adapter here yet: a clear boot error, not a traceback.
 NOT_YET = frozenset(
     {
-        "vertex_ai", "gemini", "cohere", "sagemaker", "replicate", "watsonx",
+        "vertex_ai", "gemini", "replicate", "watsonx",
         "cloudflare", "databricks", "predibase", "ai21", "nlp_cloud", "aleph_alpha", "petals",
         "palm", "clarifai", "triton", "voyage",
     }
@@ -68,18 +71,26 @@ class ProviderRegistry:
     """Holds one adapter instance per provider name."""
 
     def __init__(self) -> None:
+        # temporary AWS credentials (STS roles), shared by the adapters that sign for AWS
+        self.aws_roles = AssumedRoles()
         self.adapters: dict[str, Adapter] = {
             "openai": OpenAIAdapter(),
             "text-completion-openai": TextCompletionOpenAIAdapter(),
             "azure": AzureAdapter(),
             "azure_ai": AzureAIAdapter(),
             "anthropic": AnthropicAdapter(),
-            "bedrock": BedrockAdapter(),
+            "bedrock": BedrockAdapter(self.aws_roles),
+            "sagemaker": SageMakerAdapter(self.aws_roles),
+            "cohere": CohereAdapter(),
         }
         for name, (base, key_env) in OPENAI_COMPATIBLE.items():
             self.adapters[name] = OpenAICompatibleAdapter(name, base, key_env)
         for adapter in (OllamaAdapter(), OllamaChatAdapter(), HuggingFaceAdapter(), CustomAdapter()):
             self.adapters[adapter.provider] = adapter
+
+    def close(self) -> None:
+        """Stop the background credential refreshers."""
+        self.aws_roles.close()
 
     def register(self, adapter: Adapter) -> None:
         self.adapters[adapter.provider] = adapter
