@@ -69,7 +69,7 @@ def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [{"text": text}]}]
 
 
-def test_converse_by_model_name_is_resigned_for_the_deployment(proxy: ProxyProcess, upstream: MockNativeServers) -> None:
+def test_converse_by_model_name_is_resigned(proxy: ProxyProcess, upstream: MockNativeServers) -> None:
     upstream.clear()
     out = client(proxy).converse(modelId="claude-bd", messages=user("hello native"),
                                  inferenceConfig={"maxTokens": 20})
