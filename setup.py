@@ -29,7 +29,7 @@ setup(
         "psycopg[binary]>=3.2",  # PostgreSQL store (DATABASE_URL); gevent-aware from 3.1.14
         "psycopg-pool>=3.2",
         "orjson>=3.9",
-        "botocore>=1.34",  # SigV4 signing for bedrock/
+        "botocore>=1.34",  # SigV4 signing (bedrock/, sagemaker/), STS roles, event streams
         "google-auth>=2.28",  # vertex_ai/ access tokens (service accounts, application default credentials)
         "tiktoken>=0.9",
         "tokenizers>=0.19",  # model_info.custom_tokenizer (Hugging Face tokenizers)
@@ -44,6 +44,7 @@ setup(
             "openai>=1.40",
             "anthropic>=0.34",
             "google-genai>=1.0",  # the /vertex_ai surface is tested with Google's SDK
+            "boto3>=1.34",  # drives the /bedrock surface as AWS SDK users do
             "ruff>=0.5",
             "wheel>=0.40",  # tests build and install a wheel of the package (tests/install.py)
             "opentelemetry-proto>=1.25",  # the test OTLP receiver decodes what the otel exporter sends

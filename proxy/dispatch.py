@@ -4,6 +4,12 @@ The deployment's adapter builds the provider request, ``transport`` sends it, th
 the answer (or the stream, or the error) back into OpenAI format. For streams the first chunk is
 read here, inside the pipeline, so a failure before the first byte can still be retried or fall
 back; after that, chunks flow to the client as they arrive.
+
+Two variations: an adapter may answer one request with several upstream calls (``extra["batch"]``,
+e.g. Titan embeds one text per call), sent together and parsed by ``parse_batch``; and a
+pass-through surface (``/bedrock``) puts a ``NativeCall`` in ``ctx.extra["native"]``: the client's
+own provider request, aimed at the chosen deployment and signed by its adapter, whose answer (bytes,
+or a byte stream) goes back untranslated while its usage is read on the way.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import gevent
+from gevent.pool import Pool
+
 from proxy import client_credentials
 from proxy.errors import BadRequest, ProxyError
 from proxy.providers import mock
@@ -21,8 +30,30 @@ from proxy.providers.shapes import include_usage
 if TYPE_CHECKING:
     from proxy.context import RequestContext
     from proxy.deployment import Deployment
+    from proxy.providers.base import UpstreamCall
     from proxy.tokens import TokenCounter
     from proxy.transport import Transport
+
+BATCH_CONCURRENCY = 8  # upstream calls in flight at once for one batched request
+
+
+@dataclass(slots=True)
+class NativeCall:
+    """A client's request in a provider's own wire format, forwarded without translation."""
+
+    provider: str  # the provider whose deployments may serve it ("bedrock")
+    operation: str  # e.g. "converse-stream"
+    body: bytes
+    headers: dict[str, str]  # the client's headers that the upstream should see
+
+
+@dataclass(slots=True)
+class NativeReply:
+    """The upstream's own answer: status, headers (lower-case names) and bytes or a byte stream."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes | Iterator[bytes]
 
 
 @dataclass(slots=True)
@@ -57,6 +88,9 @@ class Dispatcher:
         assert dep is not None, "route must run before the upstream call"
         if "client_credentials" in ctx.extra:  # here, so no pipeline can leave them unchecked
             dep = ctx.deployment = client_credentials.apply(ctx, dep, self.allow_client_side_credentials)
+        native = ctx.extra.get("native")
+        if native is not None:
+            return self._native(ctx, dep, native)
         text = ctx.mock_response if ctx.mock_response is not None else dep.mock_response
         if text is not None:
             return self._mock(ctx, dep, str(text))
@@ -67,6 +101,8 @@ class Dispatcher:
         timeout = ctx.extra.get("timeout") or dep.timeout or self.timeout
         if ctx.kind == "passthrough":
             return self._pass_through(ctx, dep, call, timeout)
+        if call.extra.get("batch"):
+            return self._batch(ctx, dep, call.extra["batch"], timeout)
         if not ctx.stream or not call.stream:  # one plain call; also for providers that cannot stream
             resp = self.transport.send(call, timeout)
             if resp.status >= 400:
@@ -139,6 +175,73 @@ class Dispatcher:
         err = adapter.map_error(status, headers, body)
         ctx.extra["passthrough_error"] = (err, status, headers.get("content-type", "application/json"), body)
         raise err
+
+    def _batch(self, ctx: RequestContext, dep: Deployment, calls: list[UpstreamCall], timeout: float) -> Any:
+        """Several upstream calls for one request, sent together; the first failure is the answer."""
+        adapter = dep.adapter
+        pool = Pool(BATCH_CONCURRENCY)
+        jobs = [pool.spawn(self.transport.send, call, timeout) for call in calls]
+        try:
+            gevent.joinall(jobs, raise_error=True)
+        finally:
+            pool.kill(block=False)
+        bodies = []
+        for job in jobs:
+            resp = job.value
+            if resp.status >= 400:
+                raise adapter.map_error(resp.status, resp.headers, resp.body)
+            bodies.append(resp.body)
+        data = adapter.parse_batch(ctx, dep, bodies)
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
+            usage = data["usage"] = self._estimate_usage(ctx, dep, "")
+        ctx.usage = usage
+        ctx.response = data
+        return data
+
+    def _native(self, ctx: RequestContext, dep: Deployment, native: NativeCall) -> NativeReply:
+        """Forward a pass-through request to ``dep`` and hand its answer back untranslated.
+
+        An upstream error is raised as the adapter maps it (so retries and cooldowns work), with the
+        upstream's own answer kept in ``ctx.extra["native_error"]`` for the surface to relay.
+        """
+        adapter = dep.adapter
+        if dep.provider != native.provider or not hasattr(adapter, "native_call"):
+            raise BadRequest(f"model {ctx.model!r} is served by {dep.provider}, not {native.provider}",
+                             param="model")
+        ctx.extra.pop("native_error", None)
+        call = adapter.sign(adapter.native_call(dep, native.operation, native.body, native.headers), dep)
+        timeout = ctx.extra.get("timeout") or dep.timeout or self.timeout
+        if not call.stream:
+            resp = self.transport.send(call, timeout)
+            if resp.status >= 400:
+                ctx.extra["native_error"] = NativeReply(resp.status, resp.headers, resp.body)
+                raise adapter.map_error(resp.status, resp.headers, resp.body)
+            ctx.usage = adapter.native_usage(native.operation, resp.headers, resp.body) or mock.usage(0, 0)
+            return NativeReply(resp.status, resp.headers, resp.body)
+        read_timeout = dep.stream_timeout or self.stream_timeout or timeout
+        stream = self.transport.open_stream(call, timeout, read_timeout)
+        if stream.status >= 400:
+            body = stream.read_all(timeout)
+            ctx.extra["native_error"] = NativeReply(stream.status, stream.headers, body)
+            raise adapter.map_error(stream.status, stream.headers, body)
+        tap = adapter.native_stream_tap(native.operation)
+        return NativeReply(stream.status, stream.headers, self._tapped(ctx, stream.chunks(), tap))
+
+    @staticmethod
+    def _tapped(ctx: RequestContext, pieces: Iterator[bytes], tap: Any) -> Iterator[bytes]:
+        """Bytes as they arrive, read on the way by ``tap`` for the usage it finds."""
+        try:
+            for piece in pieces:
+                tap.feed(piece)
+                yield piece
+        except ProxyError as err:
+            ctx.status, ctx.error = err.status, err  # the status line is sent: the stream just ends
+        finally:
+            close = getattr(pieces, "close", None)
+            if close:
+                close()
+            ctx.usage = tap.usage or ctx.usage or mock.usage(0, 0)
 
     def _relay(
         self,

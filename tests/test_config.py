@@ -131,8 +131,8 @@ def test_unsupported_provider_is_a_clear_boot_error() -> None:
     with pytest.raises(ConfigError) as info:
         Gateway(load_config({"model_list": [
             {"model_name": "a", "litellm_params": {"model": "openai/a"}},
-            {"model_name": "b", "litellm_params": {"model": "sagemaker/x"}},
+            {"model_name": "b", "litellm_params": {"model": "replicate/x"}},
         ]}), preload=False)
     assert info.value.errors == [
-        "model_list[1].litellm_params.model: provider 'sagemaker' is not supported yet (model 'sagemaker/x')"
+        "model_list[1].litellm_params.model: provider 'replicate' is not supported yet (model 'replicate/x')"
     ]

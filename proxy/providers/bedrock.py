@@ -14,37 +14,36 @@ become ``inferenceConfig``; function ``tools`` become ``toolConfig.tools[].toolS
 Converse's own top-level fields (``guardrailConfig``, ...) pass through; any other non-OpenAI key
 (``top_k``, ``thinking``, ...) goes into ``additionalModelRequestFields``.
 
-Auth: a Bedrock API key (``api_key`` or ``AWS_BEARER_TOKEN_BEDROCK``) is sent as a bearer token;
-otherwise requests are signed with SigV4 (service ``bedrock``) using static credentials from the
-deployment, the environment or a shared credentials/config profile, resolved once per deployment.
-Nothing here touches the network: credentials that would need STS or instance metadata are
-refused with a clear message.
+A history holding toolUse/toolResult blocks always gets the ``toolConfig`` Converse requires (the
+request's tools, else LiteLLM's ``dummy_tool``). Embeddings (Titan, Cohere) go through
+``InvokeModel``: ``bedrock_embed``. The /bedrock pass-through (proxy/api/bedrock.py) sends the
+client's own Runtime requests through ``native_call``.
+
+Auth (``aws_auth``): a Bedrock API key (``api_key`` or ``AWS_BEARER_TOKEN_BEDROCK``) is sent as a
+bearer token; otherwise requests are signed with SigV4 (service ``bedrock``) using static
+credentials from the deployment, the environment or a profile, or temporary ones from STS
+(``aws_role_name`` + ``aws_session_name``), held and refreshed off the request path.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.configloader import load_config
-from botocore.credentials import ConfigProvider, Credentials, EnvProvider, SharedCredentialProvider
-from botocore.exceptions import BotoCoreError
 
 from proxy.errors import (
-    AuthenticationError,
     BadRequest,
     ContextWindowExceeded,
     ProxyError,
     UpstreamError,
     error_for_status,
 )
+from proxy.providers import bedrock_embed, bedrock_native
+from proxy.providers.aws_auth import AWS_PARAMS, AssumedRoles, AwsSigner, region_of
 from proxy.providers.base import Adapter, UpstreamCall, load_json, merged_body, parse_retry_after
 from proxy.providers.bedrock_stream import (
     EXCEPTION_STATUS,
@@ -82,42 +81,45 @@ CONTEXT_MARKERS = ("input is too long", "too many input tokens", "too many total
                    "prompt is too long", "context window", "maximum context length")
 AUTH_ERRORS = ("unrecognizedclientexception", "invalidsignatureexception", "expiredtokenexception",
                "missingauthenticationtokenexception", "incompletesignatureexception")
-DEFAULT_REGION = "us-east-1"
+#: What LiteLLM offers when a history holds tool blocks but the request has no tools.
+DUMMY_TOOL = {"toolSpec": {"name": "dummy_tool", "description": "This is a dummy tool call",
+                           "inputSchema": {"json": {"type": "object", "properties": {}}}}}
+#: Bedrock Runtime operations the /bedrock pass-through forwards; the last two answer event streams.
+OPERATIONS = ("converse", "invoke", "converse-stream", "invoke-with-response-stream")
+STREAM_OPERATIONS = frozenset(OPERATIONS[2:])
 
 
 class BedrockAdapter(Adapter):
     provider: ClassVar[str] = "bedrock"
     supported_params: ClassVar[frozenset[str]] = TRANSLATED | NATIVE
-    deployment_params: ClassVar[frozenset[str]] = frozenset(
-        {
-            "aws_region_name", "region_name", "aws_access_key_id", "aws_secret_access_key",
-            "aws_session_token", "aws_profile_name", "aws_role_name", "aws_session_name",
-            "aws_web_identity_token", "aws_sts_endpoint", "aws_bedrock_runtime_endpoint",
-        }
-    )
-    kinds: ClassVar[frozenset[str]] = frozenset({"chat"})
+    deployment_params: ClassVar[frozenset[str]] = AWS_PARAMS | {"aws_bedrock_runtime_endpoint"}
+    kinds: ClassVar[frozenset[str]] = frozenset({"chat", "embedding"})
     api_key_env: ClassVar[str | None] = "AWS_BEARER_TOKEN_BEDROCK"
 
-    def __init__(self) -> None:
-        # deployment -> (region, credentials or None when a bearer key is used, bearer key)
-        self._auth: weakref.WeakKeyDictionary[Deployment, tuple[str, Credentials | None, str | None]] = \
-            weakref.WeakKeyDictionary()
+    def __init__(self, roles: AssumedRoles | None = None) -> None:
+        self.signer = AwsSigner("bedrock", roles or AssumedRoles(), bearer_env="AWS_BEARER_TOKEN_BEDROCK")
 
     def region(self, deployment: Deployment) -> str:
-        params = deployment.params
-        return str(params.get("aws_region_name") or params.get("region_name") or os.environ.get("AWS_REGION")
-                   or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION)
+        return region_of(deployment)
 
-    def url(self, deployment: Deployment, stream: bool) -> str:
+    def endpoint(self, deployment: Deployment) -> str:
         base = (deployment.params.get("aws_bedrock_runtime_endpoint") or deployment.api_base
                 or os.environ.get("AWS_BEDROCK_RUNTIME_ENDPOINT")
                 or f"https://bedrock-runtime.{self.region(deployment)}.amazonaws.com")
-        model = deployment.upstream_model
-        model = model.removeprefix("converse/")
-        return f"{str(base).rstrip('/')}/model/{quote(model, safe='')}/{'converse-stream' if stream else 'converse'}"
+        return str(base).rstrip("/")
+
+    def model_url(self, deployment: Deployment, operation: str) -> str:
+        """``{endpoint}/model/{modelId}/{operation}``, the model id escaped whole (``:`` and ``/`` too)."""
+        model = deployment.upstream_model.removeprefix("converse/")
+        return f"{self.endpoint(deployment)}/model/{quote(model, safe='')}/{operation}"
+
+    def url(self, deployment: Deployment, stream: bool) -> str:
+        return self.model_url(deployment, "converse-stream" if stream else "converse")
 
     def build_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
         request = merged_body(ctx, deployment)
+        if ctx.kind == "embedding":
+            return self.embedding_request(request, deployment)
         body = translate_request(request)
         headers = {"Content-Type": "application/json",
                    "Accept": "application/vnd.amazon.eventstream" if ctx.stream else "application/json"}
@@ -128,24 +130,43 @@ class BedrockAdapter(Adapter):
         return UpstreamCall("POST", self.url(deployment, ctx.stream), headers, orjson.dumps(body),
                             stream=ctx.stream, extra={"binary": ctx.stream})  # event-stream frames, not lines
 
+    def embedding_request(self, request: dict[str, Any], deployment: Deployment) -> UpstreamCall:
+        """InvokeModel for an embedding model; Titan's one-text-per-call bodies go as a batch."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **deployment.headers}
+        url = self.model_url(deployment, "invoke")
+        calls = [UpstreamCall("POST", url, dict(headers), bedrock_embed.dumps(body))
+                 for body in bedrock_embed.request_bodies(request, deployment.upstream_model)]
+        if len(calls) == 1:
+            return calls[0]
+        return UpstreamCall("POST", url, headers, None, extra={"batch": calls})
+
+    def native_call(self, deployment: Deployment, operation: str, body: bytes,
+                    headers: dict[str, str]) -> UpstreamCall:
+        """A client's own Bedrock Runtime request (the /bedrock pass-through), aimed at the deployment's
+        model and endpoint; ``sign`` then signs it with the deployment's credentials."""
+        stream = operation in STREAM_OPERATIONS
+        return UpstreamCall("POST", self.model_url(deployment, operation), {**headers, **deployment.headers},
+                            body, stream=stream, extra={"binary": stream})
+
+    def native_usage(self, operation: str, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
+        return bedrock_native.native_usage(operation, headers, body)
+
+    def native_stream_tap(self, operation: str) -> bedrock_native.StreamTap:
+        return bedrock_native.StreamTap(operation)
+
     def sign(self, call: UpstreamCall, deployment: Deployment) -> UpstreamCall:
-        auth = self._auth.get(deployment)
-        if auth is None:
-            auth = self._auth[deployment] = resolve_auth(deployment, self.region(deployment))
-        region, credentials, bearer = auth
-        headers = {k: v for k, v in call.headers.items() if k.lower() != "authorization"}
-        if bearer:
-            headers["Authorization"] = f"Bearer {bearer}"
-            call.headers = headers
-            return call
-        request = AWSRequest(method=call.method, url=call.url, data=call.body or b"", headers=headers)
-        SigV4Auth(credentials, "bedrock", region).add_auth(request)
-        call.headers = dict(request.headers.items())
-        return call
+        for one in call.extra.get("batch") or ():
+            self.signer.sign(one, deployment)
+        return self.signer.sign(call, deployment)
+
+    def parse_batch(self, ctx: RequestContext, deployment: Deployment, bodies: list[bytes]) -> dict[str, Any]:
+        return bedrock_embed.to_embeddings(ctx, deployment.upstream_model, bodies)
 
     def parse_response(
         self, ctx: RequestContext, deployment: Deployment, status: int, body: bytes
     ) -> dict[str, Any]:
+        if ctx.kind == "embedding":
+            return bedrock_embed.to_embeddings(ctx, deployment.upstream_model, [body])
         data = load_json(body, self.provider)
         if not isinstance(data, dict) or not isinstance(data.get("output"), dict):
             raise UpstreamError("upstream bedrock returned an unexpected body")
@@ -201,50 +222,6 @@ class BedrockAdapter(Adapter):
         )
 
 
-def resolve_auth(deployment: Deployment, region: str) -> tuple[str, Credentials | None, str | None]:
-    """(region, credentials, bearer key) for a deployment; local lookups only, never the network."""
-    params = deployment.params
-    if deployment.api_key:
-        return region, None, str(deployment.api_key)
-    if params.get("aws_role_name") or params.get("aws_web_identity_token"):
-        raise AuthenticationError("bedrock: aws_role_name / aws_web_identity_token (STS) are not supported; "
-                                  "give aws_access_key_id and aws_secret_access_key, or an api_key")
-    key_id, secret = params.get("aws_access_key_id"), params.get("aws_secret_access_key")
-    if key_id and secret:
-        return region, Credentials(str(key_id), str(secret), params.get("aws_session_token")), None
-    if os.environ.get("AWS_BEARER_TOKEN_BEDROCK"):
-        return region, None, os.environ["AWS_BEARER_TOKEN_BEDROCK"]
-    profile = params.get("aws_profile_name") or os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
-    credentials = local_credentials(profile, explicit=bool(params.get("aws_profile_name")))
-    if credentials is None:
-        raise AuthenticationError(
-            "bedrock: no AWS credentials found: set aws_access_key_id/aws_secret_access_key (or api_key) "
-            "on the deployment, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_BEARER_TOKEN_BEDROCK in the "
-            "environment, or a profile with static keys (aws_profile_name)"
-        )
-    return region, credentials, None
-
-
-def local_credentials(profile: str | None, explicit: bool) -> Credentials | None:
-    """botocore's static providers: environment, then shared credentials and config files."""
-    providers: list[Any] = [] if explicit else [EnvProvider()]
-    name = profile or "default"
-    creds_file = os.path.expanduser(os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"))
-    config_file = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
-    providers.append(SharedCredentialProvider(creds_file, name))
-    providers.append(ConfigProvider(config_file, name, config_parser=load_config))
-    for provider in providers:
-        try:
-            found = provider.load()
-        except BotoCoreError:
-            continue
-        if found is not None:
-            frozen = found.get_frozen_credentials()
-            return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-    return None
-
-
-
 def translate_request(request: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat request -> a Converse body."""
     refused = sorted(k for k in UNSUPPORTED if k in request and not neutral(k, request[k]))
@@ -276,6 +253,10 @@ def translate_request(request: dict[str, Any]) -> dict[str, Any]:
         mapped = tool_choice(choice)
         if mapped:
             body["toolConfig"]["toolChoice"] = mapped
+    elif has_tool_blocks(messages):
+        # Converse refuses toolUse/toolResult blocks without a toolConfig: keep the client's tools
+        # (Converse has no "none" choice), else offer LiteLLM's placeholder tool.
+        body["toolConfig"] = {"tools": tools or [DUMMY_TOOL]}
     extra: dict[str, Any] = dict(request.get("additionalModelRequestFields") or {})
     for key, value in request.items():
         if value is None or key in TRANSLATED or key in UNSUPPORTED or key == "additionalModelRequestFields":
@@ -287,6 +268,11 @@ def translate_request(request: dict[str, Any]) -> dict[str, Any]:
     if extra:
         body["additionalModelRequestFields"] = extra
     return body
+
+
+def has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
+    return any("toolUse" in block or "toolResult" in block
+               for message in messages for block in message.get("content") or ())
 
 
 def neutral(key: str, value: Any) -> bool:

@@ -60,8 +60,8 @@ class OpenAIAdapter(Adapter):
 
     def api_base(self, deployment: Deployment) -> str:
         base = deployment.api_base
-        if not base and self.provider == "openai":
-            base = os.environ.get("OPENAI_API_BASE")
+        if not base:  # LiteLLM's per-provider variable: OPENAI_API_BASE, XINFERENCE_API_BASE, ...
+            base = os.environ.get(f"{self.provider.upper()}_API_BASE")
         base = base or self.default_api_base
         if not base:
             raise UpstreamError(f"deployment {deployment.label} has no api_base", status=500)

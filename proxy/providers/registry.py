@@ -10,14 +10,17 @@ from __future__ import annotations
 from proxy.deployment import UnsupportedProvider
 from proxy.google_auth import GoogleTokens
 from proxy.providers.anthropic import AnthropicAdapter
+from proxy.providers.aws_auth import AssumedRoles
 from proxy.providers.azure import AzureAdapter, AzureAIAdapter
 from proxy.providers.base import Adapter
 from proxy.providers.bedrock import BedrockAdapter
+from proxy.providers.cohere import CohereAdapter
 from proxy.providers.custom import CustomAdapter
 from proxy.providers.gemini import GeminiAdapter
 from proxy.providers.huggingface import HuggingFaceAdapter
 from proxy.providers.ollama import OllamaAdapter, OllamaChatAdapter
 from proxy.providers.openai import OpenAIAdapter, OpenAICompatibleAdapter, TextCompletionOpenAIAdapter
+from proxy.providers.sagemaker import SageMakerAdapter
 from proxy.providers.vertex import VertexAdapter
 
 #: Providers whose API is OpenAI's wire format at a known base URL, with their key variable.
@@ -26,7 +29,7 @@ OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
     "hosted_vllm": (None, None),
     "vllm": (None, None),
     "lm_studio": (None, "LM_STUDIO_API_KEY"),
-    "xinference": (None, "XINFERENCE_API_KEY"),
+    "xinference": ("http://127.0.0.1:9997/v1", "XINFERENCE_API_KEY"),
     "deepseek": ("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
     "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
     "mistral": ("https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
@@ -41,7 +44,7 @@ OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
 #: Providers LiteLLM knows that have no adapter here yet: a clear boot error, not a traceback.
 NOT_YET = frozenset(
     {
-        "cohere", "sagemaker", "replicate", "watsonx",
+        "replicate", "watsonx",
         "cloudflare", "databricks", "predibase", "ai21", "nlp_cloud", "aleph_alpha", "petals",
         "palm", "clarifai", "triton", "voyage",
     }
@@ -73,13 +76,17 @@ class ProviderRegistry:
     def __init__(self, google_tokens: GoogleTokens | None = None) -> None:
         #: Vertex AI access tokens, fetched once per credential and refreshed in the background
         self.google_tokens = google_tokens or GoogleTokens()
+        # temporary AWS credentials (STS roles), shared by the adapters that sign for AWS
+        self.aws_roles = AssumedRoles()
         self.adapters: dict[str, Adapter] = {
             "openai": OpenAIAdapter(),
             "text-completion-openai": TextCompletionOpenAIAdapter(),
             "azure": AzureAdapter(),
             "azure_ai": AzureAIAdapter(),
             "anthropic": AnthropicAdapter(),
-            "bedrock": BedrockAdapter(),
+            "bedrock": BedrockAdapter(self.aws_roles),
+            "sagemaker": SageMakerAdapter(self.aws_roles),
+            "cohere": CohereAdapter(),
             "gemini": GeminiAdapter(),
             "vertex_ai": VertexAdapter(self.google_tokens),
         }
@@ -89,8 +96,9 @@ class ProviderRegistry:
             self.adapters[adapter.provider] = adapter
 
     def close(self) -> None:
-        """Stop background work (token refreshes)."""
+        """Stop background work (Google token and AWS credential refreshes)."""
         self.google_tokens.close()
+        self.aws_roles.close()
 
     def register(self, adapter: Adapter) -> None:
         self.adapters[adapter.provider] = adapter

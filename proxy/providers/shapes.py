@@ -6,6 +6,8 @@ answers with these, so every one of them hands the proxy the same shapes.
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -165,3 +167,27 @@ class ChatChunks:
             yield {**self.base, "choices": [], "usage": usage}
         else:
             self.ctx.usage = usage
+
+
+def embedding_response(ctx: RequestContext, model: str, vectors: list[Any],
+                       prompt_tokens: int | None) -> dict[str, Any]:
+    """An OpenAI embedding list; ``encoding_format: base64`` packs each vector as little-endian
+    float32, as OpenAI does. ``usage`` is left out when the provider gave no count."""
+    b64 = ctx.body.get("encoding_format") == "base64"
+    data = [{"object": "embedding", "index": i,
+             "embedding": base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() if b64 else v}
+            for i, v in enumerate(vectors)]
+    out: dict[str, Any] = {"object": "list", "data": data, "model": model}
+    if prompt_tokens is not None:
+        out["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return out
+
+
+def text_inputs(given: Any, provider: str) -> list[str]:
+    """An embedding request's ``input`` as a list of strings (token arrays are refused by name)."""
+    if isinstance(given, str):
+        return [given]
+    if isinstance(given, list) and given and all(isinstance(x, str) for x in given):
+        return given
+    raise BadRequest(f"{provider} embeddings take text input (a string or a non-empty list of strings)",
+                     param="input")

@@ -131,7 +131,7 @@ def test_bad_model_bodies_are_400_naming_the_field(proxy) -> None:
         ({"litellm_params": {"model": "openai/x"}}, "model_name"),
         ({"model_name": "x", "litellm_params": {"api_base": "http://x"}}, "litellm_params.model"),
         ({"model_name": "x", "litellm_params": {"model": "openai/x", "rpm": "fast"}}, "litellm_params.rpm"),
-        ({"model_name": "x", "litellm_params": {"model": "sagemaker/x"}}, "litellm_params.model"),
+        ({"model_name": "x", "litellm_params": {"model": "replicate/x"}}, "litellm_params.model"),
     ]
     for body, field in cases:
         r = requests.post(f"{proxy.url}/model/new", headers=AUTH, json=body)

@@ -68,7 +68,7 @@ def test_alias_and_wildcards() -> None:
     assert chosen == [("gpt-3.5-turbo", "openai", "gpt-3.5-turbo"), ("openai/gpt-4o", "openai", "gpt-4o"),
                       ("gpt-4o-mini", "openai", "gpt-4o-mini")]
     with pytest.raises(BadRequest):
-        stage(chat_ctx("sagemaker/x"), lambda c: None)
+        stage(chat_ctx("replicate/x"), lambda c: None)
 
 
 def test_excluded_deployments_are_not_picked() -> None:
