@@ -16,6 +16,7 @@ from proxy.config import Config, load_config, read_text
 from proxy.errors import ConfigError, ProxyError, error_for_status
 from proxy.gateway import Gateway, open_store
 from proxy.generations import INSTANCE_ENV, Generations, Instance
+from proxy.health import HealthMonitor
 from proxy.live import LiveUpdates
 from proxy.store import StoreAPI, connect
 
@@ -71,13 +72,16 @@ def create_app(
     gateway = Gateway(config, store=store if store is not None else False)
     generations = Generations(store, Instance.here()) if store is not None else None
     updates = LiveUpdates(gateway, generations, generation)
+    monitor = HealthMonitor(gateway)  # background health checks, when the config turns them on
     if live:
         updates.start()
+        monitor.start()
 
     app = Flask("llmrelay")
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["llmrelay"] = gateway
     app.extensions["llmrelay.live"] = updates
+    app.extensions["llmrelay.health"] = monitor
     app.register_blueprint(openai.make_blueprint(gateway))
     app.wsgi_app = openai.OpenAIEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = anthropic.AnthropicEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]

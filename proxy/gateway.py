@@ -21,6 +21,7 @@ from proxy.config import Config, load_config, read_text, resolve_model_entry
 from proxy.costmap import CostMap
 from proxy.dispatch import Dispatcher
 from proxy.errors import ConfigError
+from proxy.health import HealthBoard
 from proxy.keys import KeyCache, KeyChecker
 from proxy.pipeline import Pipeline
 from proxy.providers.registry import ProviderRegistry, UnsupportedProvider
@@ -122,6 +123,7 @@ class Gateway:
         self.key_cache = KeyCache(self.key_store)
         self.key_cache.refresh()
         self.key_cache.refresh_spend()
+        self.health = HealthBoard(self.state)  # latest background health checks (proxy/health.py)
         self.models_version = -1
         self.apply(config)
 
@@ -142,6 +144,7 @@ class Gateway:
             state=self.state,
             spend=self.spend,
             key_cache=self.key_cache,
+            health=self.health,
         )
         services.router = Router(services, self.state, strategy)
         timeout = config.setting("timeout") or config.litellm_settings.get("request_timeout") or DEFAULT_TIMEOUT
