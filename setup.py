@@ -30,6 +30,7 @@ setup(
         "psycopg-pool>=3.2",
         "orjson>=3.9",
         "botocore>=1.34",  # SigV4 signing for bedrock/
+        "boto3>=1.34",  # key_management_system: aws_secret_manager
         "tiktoken>=0.9",
         "tokenizers>=0.19",  # model_info.custom_tokenizer (Hugging Face tokenizers)
     ],
@@ -40,6 +41,7 @@ setup(
             "openai>=1.40",
             "anthropic>=0.34",
             "ruff>=0.5",
+            "moto[server]>=5.0",  # a local AWS Secrets Manager for the secret-manager tests
             "wheel>=0.40",  # tests build and install a wheel of the package (tests/install.py)
         ],
     },

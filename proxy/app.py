@@ -18,6 +18,7 @@ from proxy.gateway import Gateway, open_store
 from proxy.generations import INSTANCE_ENV, Generations, Instance
 from proxy.health import HealthMonitor
 from proxy.live import LiveUpdates
+from proxy.secrets import Secrets
 from proxy.store import StoreAPI, connect
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 STORE_ENV = "LLMRELAY_DATABASE"  # the store the master opened; its workers open the same
 
 
-def boot(config: Config | str | os.PathLike[str] | dict | None) -> tuple[Config, StoreAPI | None, int]:
+def boot(
+    config: Config | str | os.PathLike[str] | dict | None, secrets: Secrets | None = None
+) -> tuple[Config, StoreAPI | None, int]:
     """The config, store and config generation a new app starts with.
 
     A worker whose master published a snapshot (proxy/master.py) starts from that snapshot, not
@@ -41,7 +44,7 @@ def boot(config: Config | str | os.PathLike[str] | dict | None) -> tuple[Config,
         generations.report(0)
         snapshot = generations.latest()
         if snapshot is not None:
-            return snapshot.load(), store, snapshot.generation
+            return snapshot.load(secrets), store, snapshot.generation
         generations.forget()
         store.close()
     text = None
@@ -52,7 +55,7 @@ def boot(config: Config | str | os.PathLike[str] | dict | None) -> tuple[Config,
                 raise ConfigError(["no config: set CONFIG_FILE_PATH (or LITELLM_CONFIG_BUCKET_*)"])
         if not isinstance(config, dict):
             text = read_text(Path(config).resolve())
-        config = load_config(config, text=text)
+        config = load_config(config, text=text, secrets=secrets)
     store = open_store(config)
     generation = 0
     if store is not None and config.path is not None:
@@ -66,10 +69,12 @@ def create_app(
     """Build the app. ``config`` is a loaded Config, a path, a mapping, or None (the master's
     snapshot, else CONFIG_FILE_PATH). ``live`` starts the background watch for model changes
     and reloads."""
-    config, store, generation = boot(config)
+    secrets = Secrets()  # this worker's secret-manager cache, reused by every reload
+    config, store, generation = boot(config, secrets)
     for warning in config.warnings:
         log.warning("config: %s", warning)
     gateway = Gateway(config, store=store if store is not None else False)
+    gateway.secrets = secrets
     generations = Generations(store, Instance.here()) if store is not None else None
     updates = LiveUpdates(gateway, generations, generation)
     monitor = HealthMonitor(gateway)  # background health checks, when the config turns them on

@@ -29,6 +29,7 @@ from proxy.router.deployment import Deployment, expand_organizations
 from proxy.router.models import ModelRegistry
 from proxy.router.router import Router
 from proxy.router.strategies import make_strategy
+from proxy.secrets import Secrets
 from proxy.services import Services
 from proxy.state import make_state
 from proxy.statedir import DB_FILE, state_dir
@@ -123,6 +124,7 @@ class Gateway:
         self.key_cache = KeyCache(self.key_store)
         self.key_cache.refresh()
         self.key_cache.refresh_spend()
+        self.secrets = Secrets()  # secret-manager values read so far (create_app hands in the boot's)
         self.health = HealthBoard(self.state)  # latest background health checks (proxy/health.py)
         self.models_version = -1
         self.apply(config)
