@@ -14,6 +14,7 @@ from proxy.api.render import error_response
 from proxy.bucket import config_path_from_env
 from proxy.config import Config, load_config, read_text
 from proxy.errors import ConfigError, ProxyError, error_for_status
+from proxy.forwarded import ForwardedFor
 from proxy.gateway import Gateway, open_store
 from proxy.generations import INSTANCE_ENV, Generations, Instance
 from proxy.health import HealthMonitor
@@ -90,6 +91,7 @@ def create_app(
     app.register_blueprint(openai.make_blueprint(gateway))
     app.wsgi_app = openai.OpenAIEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = anthropic.AnthropicEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = ForwardedFor(app.wsgi_app)  # type: ignore[method-assign]  # outermost: every surface
     app.register_blueprint(health.make_blueprint(gateway))
     app.register_blueprint(admin.make_blueprint(gateway, updates))
     app.register_blueprint(models.make_blueprint(gateway, updates))

@@ -257,6 +257,7 @@ def spend_logs(
             model_group=row["model"],
             model_id=row["deployment_id"],
             end_user=row["user"],
+            requester_ip_address=row["metadata"].get("requester_ip_address"),
         )
     return rows
 
