@@ -33,6 +33,8 @@ setup(
         "boto3>=1.34",  # key_management_system: aws_secret_manager
         "tiktoken>=0.9",
         "tokenizers>=0.19",  # model_info.custom_tokenizer (Hugging Face tokenizers)
+        "apispec>=6.0",  # /openapi.json from the marshmallow schemas
+        "swagger-ui-bundle>=1.1",  # the Swagger UI's files, served by the proxy (works offline)
     ],
     extras_require={
         "test": [
