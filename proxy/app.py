@@ -74,6 +74,8 @@ def create_app(
     config, store, generation = boot(config, secrets)
     for warning in config.warnings:
         log.warning("config: %s", warning)
+    if config.litellm_settings.get("set_verbose"):
+        logging.getLogger().setLevel(logging.DEBUG)  # LiteLLM's verbose switch: the detailed debug log
     gateway = Gateway(config, store=store if store is not None else False)
     gateway.secrets = secrets
     generations = Generations(store, Instance.here()) if store is not None else None

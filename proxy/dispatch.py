@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from proxy import client_credentials
+from proxy import client_credentials, debuglog
 from proxy.errors import BadRequest, ProxyError
 from proxy.providers import mock
 from proxy.providers.shapes import include_usage
@@ -33,7 +33,10 @@ class Dispatcher:
         timeout: float,
         stream_timeout: float | None = None,
         allow_client_side_credentials: bool = False,
+        secrets: frozenset[str] = frozenset(),
     ) -> None:
+        #: set when debug logging is on: redacts every upstream request and response it logs
+        self.redactor = debuglog.Redactor(secrets) if debuglog.enabled() else None
         self.transport = transport
         self.tokens = tokens
         self.timeout = timeout
@@ -53,8 +56,16 @@ class Dispatcher:
             raise BadRequest(f"model {ctx.model!r} ({dep.provider}) does not serve {ctx.kind} requests")
         call = adapter.sign(adapter.build_request(ctx, dep), dep)
         timeout = ctx.extra.get("timeout") or dep.timeout or self.timeout
+        redactor = self.redactor.with_secrets([dep.api_key, *dep.supplied, *dep.headers.values()]) \
+            if self.redactor is not None else None
+        if redactor is not None:
+            debuglog.log.debug("upstream request [%s]: %s %s headers=%s body=%s", ctx.request_id, call.method,
+                               redactor.text(call.url), redactor.headers(call.headers), redactor.text(call.body))
         if not ctx.stream or not call.stream:  # one plain call; also for providers that cannot stream
             resp = self.transport.send(call, timeout)
+            if redactor is not None:
+                debuglog.log.debug("upstream response [%s]: %s body=%s", ctx.request_id, resp.status,
+                                   redactor.text(resp.body))
             if resp.status >= 400:
                 raise adapter.map_error(resp.status, resp.headers, resp.body)
             if ctx.stream:  # replay the whole answer as the stream the client asked for
@@ -70,6 +81,9 @@ class Dispatcher:
             return data
         read_timeout = dep.stream_timeout or self.stream_timeout or timeout
         stream = self.transport.open_stream(call, timeout, read_timeout)
+        if redactor is not None:
+            debuglog.log.debug("upstream response [%s]: %s (stream; chunks are not logged)", ctx.request_id,
+                               stream.status)
         if stream.status >= 400:
             raise adapter.map_error(stream.status, stream.headers, stream.read_all(timeout))
         body = stream.chunks() if call.extra.get("binary") else stream.lines()

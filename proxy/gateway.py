@@ -152,7 +152,8 @@ class Gateway:
         timeout = config.setting("timeout") or config.litellm_settings.get("request_timeout") or DEFAULT_TIMEOUT
         dispatcher = Dispatcher(self.transport, self.tokens, float(timeout),
                                 config.router_settings.get("stream_timeout"),
-                                bool(config.general_settings.get("allow_client_side_credentials")))
+                                bool(config.general_settings.get("allow_client_side_credentials")),
+                                secrets=config.env_values)
         pipeline = Pipeline.build(config.pipeline, services, dispatcher)
         keys = KeyChecker(config.general_settings.get("master_key"), self.key_cache)
         # one assignment each; a request in flight keeps the objects it already holds
