@@ -112,7 +112,8 @@ def test_background_checks_keep_an_unhealthy_deployment_out(upstream: MockOpenAI
         for _ in range(8):
             r = requests.post(f"{proxy.url}/v1/chat/completions", headers=AUTH, timeout=10,
                               json={"model": "pair", "messages": [{"role": "user", "content": "hi"}]})
-            assert r.status_code == 200 and r.json()["model"] == "pair-a"
+            assert r.status_code == 200 and r.json()["model"] == "pair-a", (
+                r.text, requests.get(f"{proxy.url}/health", headers=AUTH, timeout=10).text)
         explain = requests.post(f"{proxy.url}/route/explain", headers=AUTH, timeout=10,
                                 json={"model": "pair", "messages": [{"role": "user", "content": "x"}]}).json()
         assert [e["model"] for e in explain["excluded"]] == ["openai/pair-b"]
