@@ -36,6 +36,9 @@ setup(
         "prometheus-client>=0.20",  # GET /metrics, added up across workers (multiprocess mode)
         "opentelemetry-sdk>=1.25",  # the otel exporter
         "opentelemetry-exporter-otlp-proto-http>=1.25",
+        "boto3>=1.34",  # key_management_system: aws_secret_manager
+        "apispec>=6.0",  # /openapi.json from the marshmallow schemas
+        "swagger-ui-bundle>=1.1",  # the Swagger UI's files, served by the proxy (works offline)
     ],
     extras_require={
         "test": [
@@ -46,6 +49,7 @@ setup(
             "google-genai>=1.0",  # the /vertex_ai surface is tested with Google's SDK
             "boto3>=1.34",  # drives the /bedrock surface as AWS SDK users do
             "ruff>=0.5",
+            "moto[server]>=5.0",  # a local AWS Secrets Manager for the secret-manager tests
             "wheel>=0.40",  # tests build and install a wheel of the package (tests/install.py)
             "opentelemetry-proto>=1.25",  # the test OTLP receiver decodes what the otel exporter sends
         ],

@@ -59,6 +59,7 @@ def access_record(ctx: RequestContext) -> dict[str, Any]:
         "status": ctx.status,
         "latency_ms": round(ctx.elapsed * 1000, 3),
         "stream": ctx.stream,
+        "client_ip": ctx.extra.get("client_ip"),
         "prompt_tokens": usage.get("prompt_tokens"),
         "completion_tokens": usage.get("completion_tokens"),
         "total_tokens": usage.get("total_tokens"),
@@ -169,7 +170,8 @@ class Callbacks(Stage):
             "spend": cost,
             "status": ctx.status,
             "latency_ms": round(ctx.elapsed * 1000, 3),
-            "metadata": ctx.metadata,
+            "metadata": {**ctx.metadata, "requester_ip_address": ctx.extra.get("client_ip")}
+            if ctx.extra.get("client_ip") else ctx.metadata,
         }, totals)
 
     def write_access_log(self, ctx: RequestContext) -> None:

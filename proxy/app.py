@@ -14,9 +14,12 @@ from proxy.api.render import error_response
 from proxy.bucket import config_path_from_env
 from proxy.config import Config, load_config, read_text
 from proxy.errors import ConfigError, ProxyError, error_for_status
+from proxy.forwarded import ForwardedFor
 from proxy.gateway import Gateway, open_store
 from proxy.generations import INSTANCE_ENV, Generations, Instance
+from proxy.health import HealthMonitor
 from proxy.live import LiveUpdates
+from proxy.secrets import Secrets
 from proxy.store import StoreAPI, connect
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,9 @@ log = logging.getLogger(__name__)
 STORE_ENV = "LLMRELAY_DATABASE"  # the store the master opened; its workers open the same
 
 
-def boot(config: Config | str | os.PathLike[str] | dict | None) -> tuple[Config, StoreAPI | None, int]:
+def boot(
+    config: Config | str | os.PathLike[str] | dict | None, secrets: Secrets | None = None
+) -> tuple[Config, StoreAPI | None, int]:
     """The config, store and config generation a new app starts with.
 
     A worker whose master published a snapshot (proxy/master.py) starts from that snapshot, not
@@ -40,7 +45,7 @@ def boot(config: Config | str | os.PathLike[str] | dict | None) -> tuple[Config,
         generations.report(0)
         snapshot = generations.latest()
         if snapshot is not None:
-            return snapshot.load(), store, snapshot.generation
+            return snapshot.load(secrets), store, snapshot.generation
         generations.forget()
         store.close()
     text = None
@@ -51,7 +56,7 @@ def boot(config: Config | str | os.PathLike[str] | dict | None) -> tuple[Config,
                 raise ConfigError(["no config: set CONFIG_FILE_PATH (or LITELLM_CONFIG_BUCKET_*)"])
         if not isinstance(config, dict):
             text = read_text(Path(config).resolve())
-        config = load_config(config, text=text)
+        config = load_config(config, text=text, secrets=secrets)
     store = open_store(config)
     generation = 0
     if store is not None and config.path is not None:
@@ -65,24 +70,32 @@ def create_app(
     """Build the app. ``config`` is a loaded Config, a path, a mapping, or None (the master's
     snapshot, else CONFIG_FILE_PATH). ``live`` starts the background watch for model changes
     and reloads."""
-    config, store, generation = boot(config)
+    secrets = Secrets()  # this worker's secret-manager cache, reused by every reload
+    config, store, generation = boot(config, secrets)
     for warning in config.warnings:
         log.warning("config: %s", warning)
+    if config.litellm_settings.get("set_verbose"):
+        logging.getLogger().setLevel(logging.DEBUG)  # LiteLLM's verbose switch: the detailed debug log
     gateway = Gateway(config, store=store if store is not None else False)
+    gateway.secrets = secrets
     generations = Generations(store, Instance.here()) if store is not None else None
     updates = LiveUpdates(gateway, generations, generation)
+    monitor = HealthMonitor(gateway)  # background health checks, when the config turns them on
     if live:
         updates.start()
+        monitor.start()
 
     app = Flask("llmrelay")
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["llmrelay"] = gateway
     app.extensions["llmrelay.live"] = updates
+    app.extensions["llmrelay.health"] = monitor
     app.register_blueprint(openai.make_blueprint(gateway))
     app.wsgi_app = openai.OpenAIEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = anthropic.AnthropicEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = vertex.VertexEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = bedrock.BedrockEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = ForwardedFor(app.wsgi_app)  # type: ignore[method-assign]  # outermost: every surface
     app.register_blueprint(health.make_blueprint(gateway))
     app.register_blueprint(metrics.make_blueprint(gateway))
     app.register_blueprint(admin.make_blueprint(gateway, updates))

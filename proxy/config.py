@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, vali
 
 from proxy.client_credentials import ClientAuthRules
 from proxy.errors import ConfigError
+from proxy.secrets import Secrets
 
 log = logging.getLogger(__name__)
 
@@ -254,30 +256,51 @@ def flatten_errors(messages: Any, prefix: str = "") -> list[str]:
 
 
 def resolve_env(
-    value: Any, path: str, env_paths: set[str], missing: list[str], env_values: set[str] | None = None
+    value: Any,
+    path: str,
+    env_paths: set[str],
+    missing: list[str],
+    env_values: set[str] | None = None,
+    lookup: Callable[[str], str | None] | None = None,
 ) -> Any:
     """Replace every ``os.environ/NAME`` string, at any depth, by the variable's value.
 
-    The values found are added to ``env_values``: wherever they travel later (an organization
-    list expanded, a credential merged, a wildcard made concrete), they are never shown.
+    ``lookup`` (a secret manager, proxy/secrets.py) is asked instead of the environment when
+    given; it falls back to the environment itself. The values found are added to
+    ``env_values``: wherever they travel later (an organization list expanded, a credential
+    merged, a wildcard made concrete), they are never shown.
     """
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
         name = value[len(ENV_PREFIX):]
         env_paths.add(path)
-        if name not in os.environ:
-            missing.append(f"{path}: environment variable {name} is not set")
-        found = os.environ.get(name)
+        found = lookup(name) if lookup is not None else os.environ.get(name)
+        if found is None:
+            where = "in neither the secret manager nor the environment" if lookup is not None else "not set"
+            missing.append(f"{path}: environment variable {name} is {where}")
         if found and env_values is not None:
             env_values.add(found)
         return found
     if isinstance(value, dict):
         return {
-            k: resolve_env(v, f"{path}.{k}" if path else str(k), env_paths, missing, env_values)
+            k: resolve_env(v, f"{path}.{k}" if path else str(k), env_paths, missing, env_values, lookup)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [resolve_env(v, f"{path}[{i}]", env_paths, missing, env_values) for i, v in enumerate(value)]
+        return [resolve_env(v, f"{path}[{i}]", env_paths, missing, env_values, lookup) for i, v in enumerate(value)]
     return value
+
+
+def secret_lookup(raw: dict[str, Any], secrets: Secrets | None, strict: bool) -> Callable[[str], str | None] | None:
+    """The ``os.environ/`` resolver the file asks for: its secret manager's, or None (the environment).
+
+    The manager's own settings are read from the environment only.
+    """
+    general = raw.get("general_settings")
+    if not isinstance(general, dict) or not general.get("key_management_system"):
+        return None
+    own = {k: general.get(k) for k in ("key_management_system", "key_management_settings")}
+    settings = resolve_env(own, "general_settings", set(), [], None)
+    return (secrets or Secrets()).lookup(settings, strict)
 
 
 def scalar_strings(value: Any) -> set[str]:
@@ -362,12 +385,21 @@ def apply_credentials(data: dict[str, Any], errors: list[str]) -> None:
             params.setdefault(key, value)
 
 
-def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None, text: str | None = None) -> Config:
+def load_config(
+    source: str | os.PathLike[str] | dict[str, Any] | None = None,
+    text: str | None = None,
+    *,
+    secrets: Secrets | None = None,
+    strict: bool = True,
+) -> Config:
     """Load, resolve and validate a config file (or an already-parsed mapping, for tests).
 
     ``None`` reads ``CONFIG_FILE_PATH``. ``text`` is the file's contents as read earlier (a
     validated snapshot): it is parsed instead of the file, which may have changed since.
-    Raises ConfigError listing every problem found.
+    ``secrets`` is the process's secret-manager cache (reused across reloads); ``strict=False``
+    (a worker applying a validated snapshot) serves cached or environment values when the
+    manager cannot be reached, where the master's check fails. Raises ConfigError listing
+    every problem found.
     """
     if source is None:
         env_path = os.environ.get("CONFIG_FILE_PATH")
@@ -385,7 +417,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None, t
     env_paths: set[str] = set()
     env_values: set[str] = set()
     missing: list[str] = []
-    resolved = resolve_env(raw, "", env_paths, missing, env_values)
+    lookup = secret_lookup(raw, secrets, strict)
+    resolved = resolve_env(raw, "", env_paths, missing, env_values, lookup)
 
     try:
         data = ConfigFile().load(resolved)

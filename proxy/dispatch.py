@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from gevent.pool import Pool
 
-from proxy import client_credentials
+from proxy import client_credentials, debuglog
 from proxy.errors import BadRequest, ProxyError
 from proxy.providers import mock
 from proxy.providers.shapes import include_usage
@@ -76,7 +76,10 @@ class Dispatcher:
         timeout: float,
         stream_timeout: float | None = None,
         allow_client_side_credentials: bool = False,
+        secrets: frozenset[str] = frozenset(),
     ) -> None:
+        #: set when debug logging is on: redacts every upstream request and response it logs
+        self.redactor = debuglog.Redactor(secrets) if debuglog.enabled() else None
         self.transport = transport
         self.tokens = tokens
         self.timeout = timeout
@@ -99,12 +102,20 @@ class Dispatcher:
             raise BadRequest(f"model {ctx.model!r} ({dep.provider}) does not serve {ctx.kind} requests")
         call = adapter.sign(adapter.build_request(ctx, dep), dep)
         timeout = ctx.extra.get("timeout") or dep.timeout or self.timeout
+        redactor = self.redactor.with_secrets([dep.api_key, *dep.supplied, *dep.headers.values()]) \
+            if self.redactor is not None else None
+        if redactor is not None:
+            debuglog.log.debug("upstream request [%s]: %s %s headers=%s body=%s", ctx.request_id, call.method,
+                               redactor.text(call.url), redactor.headers(call.headers), redactor.text(call.body))
         if ctx.kind == "passthrough":
             return self._pass_through(ctx, dep, call, timeout)
         if call.extra.get("batch"):
             return self._batch(ctx, dep, call.extra["batch"], timeout)
         if not ctx.stream or not call.stream:  # one plain call; also for providers that cannot stream
             resp = self.transport.send(call, timeout)
+            if redactor is not None:
+                debuglog.log.debug("upstream response [%s]: %s body=%s", ctx.request_id, resp.status,
+                                   redactor.text(resp.body))
             if resp.status >= 400:
                 raise adapter.map_error(resp.status, resp.headers, resp.body)
             limits = adapter.rate_limits(resp.headers)
@@ -123,6 +134,9 @@ class Dispatcher:
             return data
         read_timeout = ctx.extra.get("stream_timeout") or dep.stream_timeout or self.stream_timeout or timeout
         stream = self.transport.open_stream(call, timeout, read_timeout)
+        if redactor is not None:
+            debuglog.log.debug("upstream response [%s]: %s (stream; chunks are not logged)", ctx.request_id,
+                               stream.status)
         if stream.status >= 400:
             raise adapter.map_error(stream.status, stream.headers, stream.read_all(timeout))
         limits = adapter.rate_limits(stream.headers)

@@ -22,6 +22,7 @@ from proxy.costmap import CostMap
 from proxy.deployment import Deployment, expand_organizations
 from proxy.dispatch import Dispatcher
 from proxy.errors import ConfigError
+from proxy.health import HealthBoard
 from proxy.keys import KeyCache, KeyChecker
 from proxy.observe import Telemetry
 from proxy.pipeline import Pipeline
@@ -29,6 +30,7 @@ from proxy.providers.registry import ProviderRegistry, UnsupportedProvider
 from proxy.router.models import ModelRegistry
 from proxy.router.router import Router
 from proxy.router.strategies import make_strategy
+from proxy.secrets import Secrets
 from proxy.services import Services
 from proxy.state import make_state
 from proxy.statedir import DB_FILE, state_dir
@@ -136,6 +138,8 @@ class Gateway:
         self.key_cache = KeyCache(self.key_store)
         self.key_cache.refresh()
         self.key_cache.refresh_spend()
+        self.secrets = Secrets()  # secret-manager values read so far (create_app hands in the boot's)
+        self.health = HealthBoard(self.state)  # latest background health checks (proxy/health.py)
         self.models_version = -1
         self.apply(config)
 
@@ -157,12 +161,14 @@ class Gateway:
             spend=self.spend,
             key_cache=self.key_cache,
             telemetry=self.telemetry,
+            health=self.health,
         )
         services.router = Router(services, self.state, strategy)
         timeout = config.setting("timeout") or config.litellm_settings.get("request_timeout") or DEFAULT_TIMEOUT
         dispatcher = Dispatcher(self.transport, self.tokens, float(timeout),
                                 config.router_settings.get("stream_timeout"),
-                                bool(config.general_settings.get("allow_client_side_credentials")))
+                                bool(config.general_settings.get("allow_client_side_credentials")),
+                                secrets=config.env_values)
         pipeline = Pipeline.build(config.pipeline, services, dispatcher)
         keys = KeyChecker(config.general_settings.get("master_key"), self.key_cache)
         # one assignment each; a request in flight keeps the objects it already holds

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 
 from proxy.config import Config, load_config
+from proxy.secrets import Secrets
 
 if TYPE_CHECKING:
     from proxy.store import StoreAPI
@@ -90,9 +91,10 @@ class Snapshot:
     path: Path | None
     text: str
 
-    def load(self) -> Config:
-        """The config this snapshot holds (parsed from its text, not from the file)."""
-        return load_config(self.path, text=self.text)
+    def load(self, secrets: Secrets | None = None) -> Config:
+        """The config this snapshot holds (parsed from its text, not from the file). Validated
+        where it was published, so a secret manager out of reach serves what was read before."""
+        return load_config(self.path, text=self.text, secrets=secrets, strict=False)
 
 
 class Generations:

@@ -120,7 +120,7 @@ class LiveUpdates:
         if snapshot is None:
             return
         try:
-            self.gateway.apply(snapshot.load())
+            self.gateway.apply(snapshot.load(self.gateway.secrets))
         except ConfigError as exc:
             # It was validated where it was published; what differs here is this process's
             # environment. Keep serving the current config and let the reload report us behind.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from marshmallow import RAISE, Schema, ValidationError
 
+from proxy import debuglog
 from proxy.config import flatten_errors
 from proxy.errors import ConfigError
 
@@ -94,6 +95,8 @@ def timed(name: str, fn: Callable[..., Any], call_next: Handler | None) -> Handl
     """
     perf = time.perf_counter
     args = () if call_next is None else (call_next,)
+    if debuglog.enabled():
+        fn = debug_layer(name, fn)
 
     def layer(ctx: RequestContext) -> Any:
         saved = ctx.child_time
@@ -109,6 +112,21 @@ def timed(name: str, fn: Callable[..., Any], call_next: Handler | None) -> Handl
             ctx.child_time = saved + spent
 
     return layer
+
+
+def debug_layer(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` plus one debug line with the stage's decision (built only when debug is on)."""
+
+    def logged(ctx: RequestContext, *args: Any) -> Any:
+        try:
+            result = fn(ctx, *args)
+        except BaseException as exc:
+            debuglog.stage_decision(name, ctx, exc)
+            raise
+        debuglog.stage_decision(name, ctx, None)
+        return result
+
+    return logged
 
 
 class Pipeline:

@@ -30,6 +30,7 @@ class Services:
     state: Any = None
     spend: Any = None  # SpendWriter when a store is configured
     key_cache: Any = None  # proxy.keys.KeyCache: virtual keys and teams of this worker
+    health: Any = None  # proxy.health.HealthBoard: deployments the background checks found unhealthy
     router: Router | None = None  # set once the services exist (the router reads them)
     telemetry: Any = None  # proxy.observe.Telemetry: metrics and flushing exporters of this worker
     #: predicates contributed by stages (e.g. environment_filter): a reason string hides a deployment

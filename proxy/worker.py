@@ -40,6 +40,9 @@ class RelayWorker(GeventWorker):
     def _close_app(self) -> None:
         """Flush what the app buffers (usage counters, spend logs) before the process exits."""
         extensions = getattr(self.wsgi, "extensions", {})
+        monitor = extensions.get("llmrelay.health")
+        if monitor is not None:
+            monitor.stop()  # no health check starts while the worker drains
         updates = extensions.get("llmrelay.live")
         if updates is not None:
             updates.stop()  # and leave the instance's list of workers a reload waits for

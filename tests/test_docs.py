@@ -30,3 +30,29 @@ def test_no_docs_turns_them_off(monkeypatch) -> None:
     assert client.get("/openapi.json").status_code == 404
     assert client.get("/").status_code == 404
     assert client.get("/").get_json()["error"]["type"] == "not_found_error"
+
+
+def test_docs_are_served_offline(monkeypatch) -> None:
+    monkeypatch.delenv("NO_DOCS", raising=False)
+    client = create_app(dict(CONFIG), live=False).test_client()
+    for path in ("/", "/docs"):
+        page = client.get(path).get_data(as_text=True)
+        assert "/docs/assets/swagger-ui-bundle.js" in page and "/docs/assets/swagger-ui.css" in page
+        assert "http://" not in page and "https://" not in page  # nothing from a CDN
+    script = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.data) > 100_000
+    assert client.get("/docs/assets/../../setup.py").status_code == 404
+
+
+def test_openapi_has_request_schemas_and_the_config_schema(monkeypatch) -> None:
+    monkeypatch.delenv("NO_DOCS", raising=False)
+    spec = create_app(dict(CONFIG), live=False).test_client().get("/openapi.json").get_json()
+    chat = spec["paths"]["/v1/chat/completions"]["post"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatRequest"}
+    assert chat["responses"]["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    components = spec["components"]["schemas"]
+    assert "messages" in components["ChatRequest"]["properties"]
+    assert {"model_list", "general_settings", "router_settings"} <= set(components["ConfigFile"]["properties"])
+    new_model = spec["paths"]["/model/new"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert new_model == {"$ref": "#/components/schemas/ModelEntry"}
+    assert "/health" in spec["paths"] and "/docs" in spec["paths"]

@@ -1,40 +1,68 @@
-"""API docs: ``GET /openapi.json`` (built from the routes the app really serves) and a Swagger UI
-at ``/`` (assets from the swagger-ui-dist CDN). ``NO_DOCS=True`` turns both off, as in LiteLLM."""
+"""API docs: ``GET /openapi.json`` (built with apispec from the routes the app really serves and
+the marshmallow schemas that validate them) and a Swagger UI at ``/`` and ``/docs``.
+
+The UI's scripts and styles come from the ``swagger-ui-bundle`` package, served by the proxy
+under ``/docs/assets/``: the page works with no internet access (air-gapped deployments).
+``NO_DOCS=True`` turns all of it off, as in LiteLLM.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, Response
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, Response, abort, send_from_directory
 
 from proxy import __version__
+from proxy.api import schemas
 from proxy.api.render import json_response
+from proxy.config import ConfigFile
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
 
-#: The LLM endpoints answered in front of Flask (proxy/api/openai.py, anthropic.py).
-LLM_ENDPOINTS = {
-    "/v1/chat/completions": "Chat completion (OpenAI format; stream with \"stream\": true)",
-    "/chat/completions": "Chat completion (OpenAI format)",
-    "/v1/completions": "Legacy completion",
-    "/v1/embeddings": "Embeddings",
-    "/v1/moderations": "Moderations",
-    "/openai/deployments/{deployment}/chat/completions": "Azure OpenAI-style chat completion",
-    "/v1/messages": "Anthropic Messages API, served by any configured model",
-    "/v1/messages/count_tokens": "Anthropic token count",
-    "/anthropic/v1/messages": "Anthropic Messages API (for base_url=<proxy>/anthropic)",
-    "/anthropic/v1/messages/count_tokens": "Anthropic token count (for base_url=<proxy>/anthropic)",
+#: The LLM endpoints answered in front of Flask (proxy/api/openai.py, anthropic.py):
+#: path -> (summary, request schema name or None for a free-form body)
+LLM_ENDPOINTS: dict[str, tuple[str, str | None]] = {
+    "/v1/chat/completions": ("Chat completion (OpenAI format; stream with \"stream\": true)", "ChatRequest"),
+    "/chat/completions": ("Chat completion (OpenAI format)", "ChatRequest"),
+    "/v1/completions": ("Legacy completion", "CompletionRequest"),
+    "/v1/embeddings": ("Embeddings", "EmbeddingRequest"),
+    "/v1/moderations": ("Moderations", "ModerationRequest"),
+    "/openai/deployments/{deployment}/chat/completions": ("Azure OpenAI-style chat completion", "ChatRequest"),
+    "/v1/messages": ("Anthropic Messages API, served by any configured model", None),
+    "/v1/messages/count_tokens": ("Anthropic token count", None),
+    "/anthropic/v1/messages": ("Anthropic Messages API (for base_url=<proxy>/anthropic)", None),
+    "/anthropic/v1/messages/count_tokens": ("Anthropic token count (for base_url=<proxy>/anthropic)", None),
+}
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "object", "properties": {
+        "message": {"type": "string"}, "type": {"type": "string"},
+        "param": {"type": "string", "nullable": True}, "code": {"type": "string", "nullable": True}}}},
 }
 
 SWAGGER_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>llmrelay API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});</script>
 </body></html>"""
+
+ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
+                    "favicon-32x32.png", "favicon-16x16.png"})
+
+
+def assets_dir() -> Path:
+    """Where the installed swagger-ui-bundle package keeps the UI's files."""
+    import swagger_ui_bundle
+
+    return Path(swagger_ui_bundle.swagger_ui_path)
 
 
 def docs_disabled() -> bool:
@@ -42,35 +70,62 @@ def docs_disabled() -> bool:
 
 
 def openapi(app: Flask) -> dict[str, Any]:
-    """An OpenAPI 3 document of every route: the LLM endpoints and the Flask views."""
-    paths: dict[str, Any] = {}
+    """An OpenAPI 3 document of every route: the LLM endpoints and the Flask views, with the
+    request schemas that validate them and the config.yaml schema as a component."""
+    spec = APISpec(title="llmrelay", version=__version__, openapi_version="3.0.3",
+                   info={"description": "OpenAI-compatible LLM gateway configured by LiteLLM's config.yaml"},
+                   plugins=[MarshmallowPlugin()])
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.schema("Error", ERROR_SCHEMA)
+    for name in ("ChatRequest", "CompletionRequest", "EmbeddingRequest", "ModerationRequest"):
+        spec.components.schema(name, schema=getattr(schemas, name))
+    spec.components.schema("ConfigFile", schema=ConfigFile)  # config.yaml itself (and ModelEntry, nested)
     security = [{"bearer": []}]
-    for path, summary in LLM_ENDPOINTS.items():
-        paths[path] = {"post": {"summary": summary, "security": security,
-                                "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
-                                "responses": {"200": {"description": "OpenAI- (or Anthropic-) format answer"}}}}
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    errors = {str(code): {"description": text, "content": error}
+              for code, text in ((400, "Bad request (the field is named in param)"), (401, "Missing or wrong key"),
+                                 (429, "Rate limited"), (500, "Upstream or proxy error"))}
+    for path, (summary, schema) in LLM_ENDPOINTS.items():
+        body = {"$ref": f"#/components/schemas/{schema}"} if schema else {"type": "object"}
+        spec.path(path=path, operations={"post": {
+            "summary": summary, "security": security,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {"200": {"description": "OpenAI- (or Anthropic-) format answer; text/event-stream "
+                                                  "when streaming", "content": {"application/json": {
+                                                      "schema": {"type": "object"}}}}, **errors}}})
+    paths: dict[str, dict[str, Any]] = {}
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static" or rule.rule in ("/", "/openapi.json"):
+        if rule.endpoint == "static" or rule.rule.startswith("/docs/assets"):
             continue
         path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
         view = app.view_functions[rule.endpoint]
         summary = (view.__doc__ or rule.endpoint).strip().splitlines()[0]
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {})[method.lower()] = {
-                "summary": summary, "security": security, "responses": {"200": {"description": "OK"}}}
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "llmrelay", "version": __version__,
-                 "description": "OpenAI-compatible LLM gateway configured by LiteLLM's config.yaml"},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "paths": dict(sorted(paths.items())),
-    }
+            op: dict[str, Any] = {"summary": summary, "security": security,
+                                  "responses": {"200": {"description": "OK", "content": {"application/json": {
+                                      "schema": {"type": "object"}}}}, **errors}}
+            if method in ("POST", "PUT", "PATCH"):
+                op["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
+            params = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for arg in sorted(rule.arguments)]
+            if params:
+                op["parameters"] = params
+            paths.setdefault(path, {})[method.lower()] = op
+    if "post" in paths.get("/model/new", {}):  # a runtime model is validated as a model_list entry
+        paths["/model/new"]["post"]["requestBody"] = {"content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/ModelEntry"}}}}
+    for path, operations in sorted(paths.items()):
+        spec.path(path=path, operations=operations)
+    document = spec.to_dict()
+    document["paths"] = dict(sorted(document["paths"].items()))
+    return document
 
 
 def make_blueprint(gateway: Gateway, app: Flask) -> Blueprint | None:
     if docs_disabled():
         return None
     bp = Blueprint("docs", __name__)
+    folder = assets_dir()
 
     @bp.get("/openapi.json")
     def openapi_json() -> Response:
@@ -78,8 +133,16 @@ def make_blueprint(gateway: Gateway, app: Flask) -> Blueprint | None:
         return json_response(openapi(app))
 
     @bp.get("/")
+    @bp.get("/docs")
     def swagger() -> Response:
-        """Swagger UI for the API."""
+        """Swagger UI for the API (served offline)."""
         return Response(SWAGGER_PAGE, mimetype="text/html")
+
+    @bp.get("/docs/assets/<name>")
+    def asset(name: str) -> Response:
+        """The Swagger UI's scripts and styles, from the swagger-ui-bundle package."""
+        if name not in ASSETS:
+            abort(404)
+        return send_from_directory(folder, name, max_age=86400)
 
     return bp

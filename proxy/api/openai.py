@@ -76,6 +76,9 @@ def parse_body(kind: str, raw: bytes, engine: str | None = None) -> dict[str, An
 def build_context(kind: str, body: dict[str, Any], headers: Any) -> RequestContext:
     """The request's context: proxy-only body fields and LiteLLM's steering headers taken out once."""
     ctx = RequestContext(kind, body, headers)
+    environ = getattr(headers, "environ", None)
+    if environ is not None:
+        ctx.extra["client_ip"] = environ.get("REMOTE_ADDR")  # proxy/forwarded.py: behind nginx, the client
     credentials = client_credentials.take(body)  # checked against the chosen deployment later
     if credentials:
         ctx.extra["client_credentials"] = credentials

@@ -1,10 +1,11 @@
 """The router: which deployments of a group may serve now, which one will, and what happened.
 
-Filters, in order: visibility (environment), earlier failed attempts, cooldowns, rpm/tpm limits of
-this minute, ``order`` (lowest first), context window. The strategy then ranks what is left, and
-an rpm-limited pick is confirmed with an atomic reservation, so limits hold across workers and
-instances sharing the state. Outcomes feed back: in-flight counts, latency, tokens, failures
-(which may cool a deployment down).
+Filters, in order: visibility (environment), earlier failed attempts, cooldowns, a failed
+background health check (proxy/health.py), rpm/tpm limits of this minute, ``order`` (lowest
+first), context window. The strategy then ranks what is left, and an rpm-limited pick is
+confirmed with an atomic reservation, so limits hold across workers and instances sharing the
+state. Outcomes feed back: in-flight counts, latency, tokens, failures (which may cool a
+deployment down).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class Router:
         cooling = state.cooldowns(ids) if self.cooldowns_enabled else {}
         limited = any(d.rpm or d.tpm for d in group)
         usage = state.usage(ids) if limited else {}
+        health = self.services.health
+        unhealthy = health.unhealthy if health is not None else {}
         out = []
         for dep in group:
             if dep.id in excluded:
@@ -87,6 +90,9 @@ class Router:
             until = cooling.get(dep.id)
             if until:
                 excluded[dep.id] = f"cooldown: back in {max(0.0, until - time.time()):.1f}s"
+                continue
+            if unhealthy and dep.id in unhealthy:
+                excluded[dep.id] = f"unhealthy: background health check failed: {unhealthy[dep.id]}"
                 continue
             if limited:
                 requests, tokens = usage.get(dep.id, (0, 0))

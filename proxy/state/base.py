@@ -158,6 +158,12 @@ class State(ABC):
         """Remove fields of the named hash."""
 
     @abstractmethod
+    def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the named lease for ``ttl`` seconds unless someone else holds it; True when
+        ``owner`` holds it now (taking it again extends nothing). Used so that one process of
+        the fleet does a periodic job (background health checks) per period."""
+
+    @abstractmethod
     def incr_version(self, name: str) -> int:
         """Bump the named version counter (e.g. "the model registry changed") and return it."""
 

@@ -42,6 +42,7 @@ class MemoryState(State):
         self._hashes: dict[str, dict[str, str]] = {}
         self._versions: dict[str, int] = {}
         self._spend: dict[str, float] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # name -> (owner, UNIX time it ends)
 
     # -- usage ------------------------------------------------------------------------------
 
@@ -181,6 +182,14 @@ class MemoryState(State):
     def set_version(self, name: str, value: int) -> None:
         """Set a version counter: RedisState keeps the last value read here for outages."""
         self._versions[name] = value
+
+    def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        now = self.clock()
+        held = self._leases.get(name)
+        if held is not None and held[1] > now:
+            return held[0] == owner
+        self._leases[name] = (owner, now + ttl)
+        return True
 
     def incr_version(self, name: str) -> int:
         self._versions[name] = self._versions.get(name, 0) + 1

@@ -333,6 +333,20 @@ class RedisState(State):
         if keys:
             self._link.call(lambda: self._client.hdel(self._keys.hash(name), *keys))
 
+    def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        """SET NX with an expiry: one holder fleet-wide; while Redis is down, this process decides alone."""
+        key = self._keys.lease(name)
+
+        def take() -> bool:
+            if self._client.set(key, owner, nx=True, px=max(1, int(ttl * 1000))):
+                return True
+            return self._client.get(key) == owner
+
+        taken = self._link.call(take, None)
+        if taken is None:
+            return self._local.acquire(name, owner, ttl)
+        return bool(taken)
+
     def incr_version(self, name: str) -> int:
         value = self._link.call(lambda: self._client.incr(self._keys.version(name)))
         if value is None:

@@ -3,7 +3,7 @@
 Key layout, all under ``key_prefix``: ``rpm:<window>``/``tpm:<window>``/``fails:<window>`` hashes
 of deployment id -> count, ``cooldowns`` sorted set (score = end time), ``inflight:procs`` set and
 ``inflight:<process>`` hashes, ``latency:<dep>`` lists (newest first), ``hash:<name>``,
-``version:<name>``, ``spend`` hash of budget name -> USD; pub/sub channels are
+``version:<name>``, ``lease:<name>``, ``spend`` hash of budget name -> USD; pub/sub channels are
 ``<key_prefix><channel>``. The Lua scripts read keys they compute, so the backend expects a single Redis, not a cluster.
 """
 
@@ -85,6 +85,9 @@ class RedisKeys:
 
     def hash(self, name: str) -> str:
         return f"{self.prefix}hash:{name}"
+
+    def lease(self, name: str) -> str:
+        return f"{self.prefix}lease:{name}"
 
     def version(self, name: str) -> str:
         return f"{self.prefix}version:{name}"

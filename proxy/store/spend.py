@@ -257,6 +257,8 @@ def spend_logs(
             model_group=row["model"],
             model_id=row["deployment_id"],
             end_user=row["user"],
+            # kept beside the caller's metadata in the same column; shown as LiteLLM's own field
+            requester_ip_address=row["metadata"].pop("requester_ip_address", None),
         )
     return rows
 

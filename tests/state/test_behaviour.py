@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from proxy.state import State
@@ -180,3 +182,13 @@ def test_spend_adds_up_per_name(state: State) -> None:
     state.add_spend("key:a@0", 0.5)
     state.add_spend("team:t@0", 1.0)
     assert state.spend(["key:a@0", "team:t@0", "user:u@0"]) == {"key:a@0": 0.75, "team:t@0": 1.0, "user:u@0": 0.0}
+
+
+def test_a_lease_has_one_holder_until_it_ends(state: State, clock: FakeClock) -> None:
+    assert state.acquire("health:1", "worker-a", 0.2)
+    assert state.acquire("health:1", "worker-a", 0.2)  # the holder keeps it
+    assert not state.acquire("health:1", "worker-b", 0.2)
+    assert state.acquire("health:2", "worker-b", 0.2)  # another lease is another lock
+    clock.advance(0.3)  # memory: its clock; Redis: expiry on the server's clock
+    time.sleep(0.3)
+    assert state.acquire("health:1", "worker-b", 0.2)
