@@ -10,6 +10,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from proxy.api import admin, anthropic, docs, health, keys, models, openai
+from proxy.api.body_limit import BodyLimit
 from proxy.api.render import error_response
 from proxy.bucket import config_path_from_env
 from proxy.config import Config, load_config, read_text
@@ -81,6 +82,7 @@ def create_app(
     app.register_blueprint(openai.make_blueprint(gateway))
     app.wsgi_app = openai.OpenAIEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = anthropic.AnthropicEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = BodyLimit(gateway, app.wsgi_app, anthropic.error_for_path)  # type: ignore[method-assign]
     app.register_blueprint(health.make_blueprint(gateway))
     app.register_blueprint(admin.make_blueprint(gateway, updates))
     app.register_blueprint(models.make_blueprint(gateway, updates))

@@ -43,7 +43,7 @@ from proxy.api.anthropic_stream import (
     stop_reason,
 )
 from proxy.api.openai import build_context, read_body, run_pipeline
-from proxy.api.render import SSE_HEADERS, Reply, context_headers, json_reply
+from proxy.api.render import SSE_HEADERS, Reply, context_headers, error_reply, json_reply
 from proxy.api.schemas import SCHEMAS
 from proxy.config import flatten_errors
 from proxy.context import RequestContext
@@ -370,6 +370,11 @@ ROUTES: dict[str, Callable[[Gateway, bytes, Any], Reply]] = {
     "/v1/messages/count_tokens": count_tokens, "/messages/count_tokens": count_tokens,
     "/anthropic/v1/messages/count_tokens": count_tokens,
 }
+
+
+def error_for_path(path: str, err: ProxyError) -> Reply:
+    """An error answered before routing (the body limit): Anthropic's shape on its paths."""
+    return anthropic_error_reply(err) if path in ROUTES else error_reply(err)
 
 
 class AnthropicEndpoints:

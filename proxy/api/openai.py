@@ -212,12 +212,19 @@ class OpenAIEndpoints:
 
 
 def read_body(environ: dict[str, Any]) -> bytes:
+    """The whole body; the body limit (proxy/api/body_limit.py) stops it at its size."""
     stream = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH")
     try:
-        return stream.read(int(length)) if length else stream.read()
+        size = int(length) if length else -1
     except ValueError:
         raise BadRequest("invalid Content-Length header") from None
+    try:
+        return stream.read(size)
+    except ProxyError:
+        raise
+    except Exception as exc:  # the server's own parse errors (a malformed chunk, a cut body)
+        raise BadRequest(f"could not read the request body: {exc}") from None
 
 
 def make_blueprint(gateway: Gateway) -> Blueprint:
