@@ -42,10 +42,9 @@ from proxy.api.anthropic_stream import (
     message_id,
     stop_reason,
 )
-from proxy.api.openai import build_context, read_body, run_pipeline
+from proxy.api.openai import build_context, invalid, read_body, run_pipeline
 from proxy.api.render import SSE_HEADERS, Reply, context_headers, error_reply, json_reply
 from proxy.api.schemas import SCHEMAS
-from proxy.config import flatten_errors
 from proxy.context import RequestContext
 from proxy.errors import BadRequest, ProxyError
 
@@ -327,7 +326,7 @@ def serve_messages(gateway: Gateway, raw: bytes, headers: Any) -> Reply:
         try:
             openai_body = SCHEMAS["chat"].load(openai_body)
         except ValidationError as exc:
-            raise BadRequest("; ".join(flatten_errors(exc.messages))) from None
+            raise invalid(exc) from None
         model, stop = openai_body["model"], openai_body.get("stop")
         ctx = build_context("chat", openai_body, headers)
     except ProxyError as err:

@@ -74,9 +74,14 @@ def parse_body(kind: str, raw: bytes, engine: str | None = None) -> dict[str, An
     try:
         return SCHEMAS[kind].load(body)
     except ValidationError as exc:
-        errors = flatten_errors(exc.messages)
-        param = errors[0].split(":", 1)[0].split("[")[0].split(".")[0] if errors else None
-        raise BadRequest("; ".join(errors), param=param) from None
+        raise invalid(exc) from None
+
+
+def invalid(exc: ValidationError) -> BadRequest:
+    """A schema's complaint as a 400 whose ``param`` names the (first) field."""
+    errors = flatten_errors(exc.messages)
+    param = errors[0].split(":", 1)[0].split("[")[0].split(".")[0] if errors else None
+    return BadRequest("; ".join(errors), param=param)
 
 
 def build_context(kind: str, body: dict[str, Any], headers: Any) -> RequestContext:
