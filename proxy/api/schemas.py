@@ -24,6 +24,30 @@ def _has_roles(messages: list[dict[str, Any]]) -> None:
             raise ValidationError(f"item {i} has no string role")
 
 
+def _text_or_tokens(value: Any) -> None:
+    """A prompt or embedding input: a string, strings, token ids, or lists of token ids."""
+    if isinstance(value, str):
+        return
+    if isinstance(value, list) and all(
+        isinstance(v, str) or _token_ids(v) or (isinstance(v, list) and all(_token_ids(t) for t in v))
+        for v in value
+    ):
+        return
+    raise ValidationError("must be a string, a list of strings, or token ids (integers or lists of integers)")
+
+
+def _token_ids(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= INT32_MAX
+
+
+def _moderation_input(value: Any) -> None:
+    if isinstance(value, str):
+        return
+    if isinstance(value, list) and all(isinstance(v, (str, dict)) for v in value):
+        return
+    raise ValidationError("must be a string, a list of strings, or a list of content parts")
+
+
 INT32_MAX = 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_RETRIES = 10  # per-request ``num_retries``: a client must not make the proxy retry without end
@@ -77,20 +101,20 @@ class ChatRequest(Sampling):
 
 
 class CompletionRequest(Sampling):
-    prompt = fields.Raw(required=True)
+    prompt = fields.Raw(required=True, validate=_text_or_tokens)
     best_of = integer(1, 20)
     logprobs = integer(0, 5)
     echo = fields.Bool(allow_none=True)
 
 
 class EmbeddingRequest(OpenAIRequest):
-    input = fields.Raw(required=True)
+    input = fields.Raw(required=True, validate=_text_or_tokens)
     dimensions = integer(1, 65536)
 
 
 class ModerationRequest(OpenAIRequest):
     model = fields.Str(load_default="omni-moderation-latest")
-    input = fields.Raw(required=True)
+    input = fields.Raw(required=True, validate=_moderation_input)
 
 
 _PLAIN_TYPES: dict[type, tuple[type, ...]] = {
