@@ -41,6 +41,7 @@ setup(
             "anthropic>=0.34",
             "ruff>=0.5",
             "wheel>=0.40",  # tests build and install a wheel of the package (tests/install.py)
+            "hypothesis>=6.100",  # property-based fuzzing of the request surface (tests/e2e/test_fuzz.py)
         ],
     },
     entry_points={"console_scripts": ["llmrelay=proxy.__main__:main"]},

@@ -44,7 +44,7 @@ from proxy.api.anthropic_stream import (
 )
 from proxy.api.openai import build_context, invalid, read_body, run_pipeline
 from proxy.api.render import SSE_HEADERS, Reply, context_headers, error_reply, json_reply
-from proxy.api.schemas import SCHEMAS
+from proxy.api.schemas import SCHEMAS, parse_json
 from proxy.context import RequestContext
 from proxy.errors import BadRequest, ProxyError
 
@@ -313,10 +313,7 @@ def tool_input(arguments: Any) -> dict[str, Any]:
 
 
 def load_json(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    return parse_json(raw)
 
 
 def serve_messages(gateway: Gateway, raw: bytes, headers: Any) -> Reply:

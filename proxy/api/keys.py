@@ -13,10 +13,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from flask import Blueprint, Response, request
 
 from proxy.api.render import json_response
+from proxy.api.schemas import parse_json
 from proxy.errors import BadRequest, NotFound
 from proxy.keys.cache import key_from_row, team_from_row
 from proxy.keys.records import (
@@ -44,10 +44,7 @@ SPECIAL_MODELS = frozenset({"*", ALL_TEAM_MODELS, "all-proxy-models", "no-defaul
 
 
 def json_body() -> dict[str, Any]:
-    try:
-        body = orjson.loads(request.get_data(cache=False) or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    body = parse_json(request.get_data(cache=False) or b"{}")
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
     return body

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from flask import Blueprint, Response, request
+from marshmallow import ValidationError
 
 from proxy.api.render import json_response
+from proxy.api.schemas import parse_json, text_or_tokens
 from proxy.errors import BadRequest, ConfigError, NotFound, ServiceUnavailable
 from proxy.redact import public_params
 from proxy.router.deployment import Deployment
@@ -31,10 +32,7 @@ COST_FIELDS = (
 
 
 def json_body() -> dict[str, Any]:
-    try:
-        body = orjson.loads(request.get_data(cache=False) or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    body = parse_json(request.get_data(cache=False) or b"{}")
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
     return body
@@ -206,6 +204,11 @@ def make_blueprint(gateway: Gateway, live: LiveUpdates) -> Blueprint:
             raise BadRequest("messages or prompt is required", param="messages")
         if messages is not None and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
             raise BadRequest("messages: must be a list of message objects", param="messages")
+        if prompt is not None:
+            try:
+                text_or_tokens(prompt)
+            except ValidationError as exc:
+                raise BadRequest(f"prompt: {exc.messages[0]}", param="prompt") from None
         group = gateway.services.router.group(model)
         dep = group[0] if group else None
         counted = gateway.tokens.count(

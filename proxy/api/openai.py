@@ -19,14 +19,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import gevent
-import orjson
 from flask import Blueprint, Response, request
 from marshmallow import ValidationError
 from werkzeug.datastructures import EnvironHeaders
 
 from proxy import client_credentials
 from proxy.api.render import Reply, context_headers, error_reply, json_reply, json_response, stream_reply
-from proxy.api.schemas import SCHEMAS
+from proxy.api.schemas import SCHEMAS, parse_json
 from proxy.config import flatten_errors
 from proxy.context import RequestContext
 from proxy.errors import BadRequest, NotFound, ProxyError
@@ -63,10 +62,7 @@ def parse_body(kind: str, raw: bytes, engine: str | None = None) -> dict[str, An
     at 32 MB (the default ``max_request_size_mb``); a body made of hundreds of thousands of tiny
     objects costs ~14 ms per MB.
     """
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
     if engine and not body.get("model"):

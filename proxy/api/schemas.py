@@ -15,7 +15,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from marshmallow import INCLUDE, Schema, ValidationError, fields, missing, validate
+
+from proxy.errors import BadRequest
+
+#: orjson parses 1024 levels of nesting but writes only 254; a body must be one it can forward.
+MAX_NESTING = 254
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON; not JSON, or nested too deep to be sent on, is a 400."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING:  # C-speed scan; only then the real check
+        try:
+            orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            raise BadRequest(f"Request body is nested deeper than {MAX_NESTING} levels") from None
+    return body
 
 
 def _has_roles(messages: list[dict[str, Any]]) -> None:
@@ -24,7 +44,7 @@ def _has_roles(messages: list[dict[str, Any]]) -> None:
             raise ValidationError(f"item {i} has no string role")
 
 
-def _text_or_tokens(value: Any) -> None:
+def text_or_tokens(value: Any) -> None:
     """A prompt or embedding input: a string, strings, token ids, or lists of token ids."""
     if isinstance(value, str):
         return
@@ -101,14 +121,14 @@ class ChatRequest(Sampling):
 
 
 class CompletionRequest(Sampling):
-    prompt = fields.Raw(required=True, validate=_text_or_tokens)
+    prompt = fields.Raw(required=True, validate=text_or_tokens)
     best_of = integer(1, 20)
     logprobs = integer(0, 5)
     echo = fields.Bool(allow_none=True)
 
 
 class EmbeddingRequest(OpenAIRequest):
-    input = fields.Raw(required=True, validate=_text_or_tokens)
+    input = fields.Raw(required=True, validate=text_or_tokens)
     dimensions = integer(1, 65536)
 
 
