@@ -142,7 +142,7 @@ def check(path: str, resp: requests.Response) -> None:
     assert "Traceback" not in text and 'File "' not in text, text[:500]
     if resp.headers.get("content-type", "").startswith("text/event-stream"):
         assert resp.status_code == 200
-        for line in text.splitlines():
+        for line in text.split("\n"):  # SSE lines end at \n only (str.splitlines also cuts at U+0085)
             if line.startswith("data: ") and line != "data: [DONE]":
                 orjson.loads(line[6:])
         return
