@@ -52,6 +52,7 @@ setup(
             "moto[server]>=5.0",  # a local AWS Secrets Manager for the secret-manager tests
             "wheel>=0.40",  # tests build and install a wheel of the package (tests/install.py)
             "opentelemetry-proto>=1.25",  # the test OTLP receiver decodes what the otel exporter sends
+            "hypothesis>=6.100",  # property-based fuzzing of the request surface (tests/e2e/test_fuzz.py)
         ],
     },
     entry_points={"console_scripts": ["llmrelay=proxy.__main__:main"]},

@@ -10,6 +10,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from proxy.api import admin, anthropic, bedrock, docs, health, keys, metrics, models, openai, vertex
+from proxy.api.body_limit import BodyLimit
 from proxy.api.render import error_response
 from proxy.bucket import config_path_from_env
 from proxy.config import Config, load_config, read_text
@@ -95,6 +96,7 @@ def create_app(
     app.wsgi_app = anthropic.AnthropicEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = vertex.VertexEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = bedrock.BedrockEndpoints(gateway, app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = BodyLimit(gateway, app.wsgi_app, anthropic.error_for_path)  # type: ignore[method-assign]
     app.wsgi_app = ForwardedFor(app.wsgi_app)  # type: ignore[method-assign]  # outermost: every surface
     app.register_blueprint(health.make_blueprint(gateway))
     app.register_blueprint(metrics.make_blueprint(gateway))

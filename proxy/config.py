@@ -160,6 +160,7 @@ class GeneralSettings(Open):
     database_connection_timeout = fields.Float(validate=validate.Range(min=0))
     alerting = fields.List(fields.Str())
     allow_client_side_credentials = fields.Bool()
+    max_request_size_mb = fields.Float(allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
 
 
 class ConfigFile(Schema):

@@ -11,7 +11,9 @@ Tree::
     ├── BadRequest (400, invalid_request_error)
     │   ├── ContextWindowExceeded (400, code context_length_exceeded)
     │   ├── ContentPolicyViolation (400, code content_policy_violation)
-    │   └── BudgetExceeded (400, type budget_exceeded: LiteLLM's for a key or team over budget)
+    │   ├── BudgetExceeded (400, type budget_exceeded: LiteLLM's for a key or team over budget)
+    │   ├── RequestTooLarge (413, code request_too_large)
+    │   └── HeadersTooLarge (431, code request_header_fields_too_large)
     ├── AuthenticationError (401)
     ├── PermissionDenied (403)
     ├── NotFound (404)
@@ -95,6 +97,20 @@ class ContentPolicyViolation(BadRequest):
 
 class BudgetExceeded(BadRequest):
     type = "budget_exceeded"  # code stays "400", as LiteLLM sends it
+
+
+class RequestTooLarge(BadRequest):
+    """A body over ``general_settings.max_request_size_mb``."""
+
+    status = 413
+    code = "request_too_large"
+
+
+class HeadersTooLarge(BadRequest):
+    """A request line or header block over gunicorn's limits (the worker answers it)."""
+
+    status = 431
+    code = "request_header_fields_too_large"
 
 
 class AuthenticationError(ProxyError):

@@ -4,6 +4,12 @@ On SIGTERM gunicorn stops accepting and waits (up to ``graceful_timeout``) until
 greenlet is left. A client holding an idle keep-alive connection — nginx, any SDK's pool — would
 keep the worker alive for the whole keep-alive period. This worker closes idle connections as
 soon as shutdown starts, so the drain waits only for requests really in flight, streams included.
+
+It also answers requests gunicorn refuses before the app sees them — a request line or headers
+over ``limit_request_line`` / ``limit_request_field_size`` / ``limit_request_fields``, a malformed
+request — in OpenAI's error shape (414, 431, 400) and closes with a lingering close, where plain
+gunicorn writes an HTML page and closes at once: with the client's bytes still unread, that close
+is a reset which can destroy the answer before the client reads it.
 """
 
 from __future__ import annotations
@@ -12,8 +18,34 @@ import signal
 from typing import Any
 
 import gevent
+import orjson
+from gunicorn.http import errors as http_errors
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.ggevent import GeventWorker
+
+from proxy.api.body_limit import linger_close
+from proxy.api.render import STATUS_LINES
+from proxy.errors import BadRequest, HeadersTooLarge, ProxyError
+
+#: gunicorn's parse errors that are the client's fault, answered 400 unless listed in refusal().
+BAD_REQUEST_ERRORS = tuple(
+    getattr(http_errors, name) for name in (
+        "InvalidRequestLine", "InvalidRequestMethod", "InvalidHTTPVersion", "InvalidHeader",
+        "InvalidHeaderName", "ObsoleteFolding", "InvalidChunkSize", "ChunkMissingTerminator",
+        "InvalidChunkExtension", "LimitRequestLine", "LimitRequestHeaders",
+    ) if hasattr(http_errors, name)
+)
+
+
+def refusal(exc: BaseException) -> ProxyError | None:
+    """The error a client gets for a request gunicorn could not parse; None for other errors."""
+    if isinstance(exc, http_errors.LimitRequestHeaders):
+        return HeadersTooLarge(f"Request headers are too large: {exc}")
+    if isinstance(exc, http_errors.LimitRequestLine):
+        return BadRequest(f"Request line is too long: {exc}", status=414, code="uri_too_long")
+    if isinstance(exc, BAD_REQUEST_ERRORS):
+        return BadRequest(f"Malformed HTTP request: {exc}", code="bad_http_request")
+    return None
 
 
 class RelayWorker(GeventWorker):
@@ -68,6 +100,21 @@ class RelayWorker(GeventWorker):
             return super().handle_request(listener_name, req, sock, addr)
         finally:
             self._busy.discard(current)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        err = refusal(exc)
+        if err is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        body = orjson.dumps(err.body())
+        head = (f"HTTP/1.1 {STATUS_LINES.get(err.status, err.status)}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+        try:
+            client.sendall(head.encode("latin-1") + body)
+            linger_close(client, seconds=1.0)
+        except OSError:
+            self.log.debug("could not answer a refused request")
 
     def _close_idle_when_stopping(self) -> None:
         while self.alive:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from marshmallow import ValidationError
 
@@ -40,3 +41,40 @@ def test_fast_path_agrees_with_marshmallow(body) -> None:
         assert isinstance(expected, ValidationError) and exc.messages == expected.messages
     else:
         assert got == expected
+
+
+STRICT_CASES = [
+    ("chat", "max_tokens", 1e308), ("chat", "max_tokens", 2.0), ("chat", "max_tokens", 0),
+    ("chat", "max_tokens", 2**40), ("chat", "max_tokens", "10"), ("chat", "max_completion_tokens", -1),
+    ("chat", "n", 0), ("chat", "n", 1000), ("chat", "n", True), ("chat", "temperature", 2.5),
+    ("chat", "temperature", -0.1), ("chat", "temperature", 1e308), ("chat", "temperature", [1]),
+    ("chat", "top_p", 1.5), ("chat", "presence_penalty", 3), ("chat", "frequency_penalty", -2.01),
+    ("chat", "seed", 1.5), ("chat", "seed", 1e30), ("chat", "logit_bias", {"50256": 101}),
+    ("chat", "logit_bias", {"50256": "x"}), ("chat", "logit_bias", [1]), ("chat", "top_logprobs", 21),
+    ("chat", "top_k", -1), ("chat", "num_retries", 1e9), ("chat", "timeout", 0), ("chat", "timeout", 1e308),
+    ("completion", "best_of", 0), ("completion", "logprobs", 6), ("completion", "max_tokens", 1e308),
+    ("completion", "temperature", 9), ("embedding", "dimensions", 0), ("embedding", "dimensions", 1e10),
+]
+
+
+@pytest.mark.parametrize(("kind", "field", "value"), STRICT_CASES)
+def test_numeric_fields_are_strict_and_the_400_names_the_field(kind, field, value) -> None:
+    from proxy.api.openai import parse_body
+    from proxy.errors import BadRequest
+
+    body = {"model": "m", "messages": MSG, "prompt": "p", "input": "i", field: value}
+    with pytest.raises(BadRequest) as caught:
+        parse_body(kind, orjson.dumps(body))
+    assert caught.value.status == 400 and caught.value.param == field
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("max_tokens", 1), ("max_tokens", 2**31 - 1), ("n", 128), ("temperature", 0), ("temperature", 2),
+    ("top_p", 0.5), ("seed", -(2**63)), ("seed", 2**63 - 1), ("logit_bias", {"1": -100, "2": 100.0}),
+    ("presence_penalty", -2), ("num_retries", 3), ("timeout", 0.5), ("max_completion_tokens", None),
+])
+def test_values_in_range_pass_unchanged(field, value) -> None:
+    from proxy.api.openai import parse_body
+
+    body = {"model": "m", "messages": MSG, field: value}
+    assert parse_body("chat", orjson.dumps(body))[field] == value

@@ -42,10 +42,9 @@ from proxy.api.anthropic_stream import (
     message_id,
     stop_reason,
 )
-from proxy.api.openai import build_context, read_body, run_pipeline
-from proxy.api.render import SSE_HEADERS, Reply, context_headers, json_reply
-from proxy.api.schemas import SCHEMAS
-from proxy.config import flatten_errors
+from proxy.api.openai import build_context, invalid, read_body, run_pipeline
+from proxy.api.render import SSE_HEADERS, Reply, context_headers, error_reply, json_reply
+from proxy.api.schemas import SCHEMAS, parse_json
 from proxy.context import RequestContext
 from proxy.errors import BadRequest, ProxyError
 
@@ -314,10 +313,7 @@ def tool_input(arguments: Any) -> dict[str, Any]:
 
 
 def load_json(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    return parse_json(raw)
 
 
 def serve_messages(gateway: Gateway, raw: bytes, headers: Any) -> Reply:
@@ -327,7 +323,7 @@ def serve_messages(gateway: Gateway, raw: bytes, headers: Any) -> Reply:
         try:
             openai_body = SCHEMAS["chat"].load(openai_body)
         except ValidationError as exc:
-            raise BadRequest("; ".join(flatten_errors(exc.messages))) from None
+            raise invalid(exc) from None
         model, stop = openai_body["model"], openai_body.get("stop")
         ctx = build_context("chat", openai_body, headers)
     except ProxyError as err:
@@ -370,6 +366,11 @@ ROUTES: dict[str, Callable[[Gateway, bytes, Any], Reply]] = {
     "/v1/messages/count_tokens": count_tokens, "/messages/count_tokens": count_tokens,
     "/anthropic/v1/messages/count_tokens": count_tokens,
 }
+
+
+def error_for_path(path: str, err: ProxyError) -> Reply:
+    """An error answered before routing (the body limit): Anthropic's shape on its paths."""
+    return anthropic_error_reply(err) if path in ROUTES else error_reply(err)
 
 
 class AnthropicEndpoints:

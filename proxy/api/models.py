@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
+from marshmallow import ValidationError
 
 from proxy.api.render import json_response
-from proxy.api.schemas import json_body
+from proxy.api.schemas import json_body, text_or_tokens
 from proxy.deployment import Deployment
 from proxy.errors import BadRequest, ConfigError, NotFound, ServiceUnavailable
 from proxy.redact import public_params
@@ -196,6 +197,11 @@ def make_blueprint(gateway: Gateway, live: LiveUpdates) -> Blueprint:
             raise BadRequest("messages or prompt is required", param="messages")
         if messages is not None and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
             raise BadRequest("messages: must be a list of message objects", param="messages")
+        if prompt is not None:
+            try:
+                text_or_tokens(prompt)
+            except ValidationError as exc:
+                raise BadRequest(f"prompt: {exc.messages[0]}", param="prompt") from None
         group = gateway.services.router.group(model)
         dep = group[0] if group else None
         counted = gateway.tokens.count(

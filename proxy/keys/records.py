@@ -183,12 +183,14 @@ class _Member(Schema):
 
 def _limits(schema: dict[str, Any]) -> dict[str, Any]:
     nonneg = validate.Range(min=0, error="must not be negative")
+    # a count the store keeps in a 64-bit INTEGER column
+    count = validate.Range(min=0, max=2**63 - 1, error="must be between 0 and 2**63-1")
     schema.update(
         max_budget=fields.Float(allow_none=True, validate=nonneg),
         budget_duration=fields.Str(allow_none=True),
-        rpm_limit=fields.Int(allow_none=True, strict=True, validate=nonneg),
-        tpm_limit=fields.Int(allow_none=True, strict=True, validate=nonneg),
-        max_parallel_requests=fields.Int(allow_none=True, strict=True, validate=nonneg),
+        rpm_limit=fields.Int(allow_none=True, strict=True, validate=count),
+        tpm_limit=fields.Int(allow_none=True, strict=True, validate=count),
+        max_parallel_requests=fields.Int(allow_none=True, strict=True, validate=count),
         models=fields.List(fields.Str(), allow_none=True),
         metadata=fields.Dict(allow_none=True),
         blocked=fields.Bool(allow_none=True),

@@ -126,12 +126,13 @@ class Router:
         if not known:
             return deployments
         messages = ctx.body.get("messages") or []
-        bound = 3 + sum(len(str(m.get("content") or "").encode()) + MESSAGE_OVERHEAD for m in messages)
+        bound = 3 + sum(_size_bound(m.get("content")) + MESSAGE_OVERHEAD for m in messages)
         if bound <= min(known):
             return deployments
         dep0 = deployments[0]
-        tokens = self.services.tokens.count(dep0.upstream_model, messages=messages).total_tokens
-        ctx.extra["prompt_tokens"] = tokens
+        # past the largest window every known limit is exceeded: no need to count further
+        tokens = self.services.tokens.count(dep0.upstream_model, messages=messages, limit=max(known)).total_tokens
+        ctx.extra["prompt_tokens"] = tokens  # exact up to max(known), "more than that" beyond
         out = []
         for dep, limit in limits:
             if limit and tokens > limit:
@@ -258,3 +259,11 @@ class Router:
                         "model": f"{dep.provider}/{dep.upstream_model}" if dep else None,
                         "until": until, "seconds_left": round(max(0.0, until - now), 3)})
         return out
+
+
+def _size_bound(content: Any) -> int:
+    """At least the tokens of a message content: its UTF-8 size, without encoding a long text
+    (an ASCII text's size is its length; no character is more than 4 bytes)."""
+    if isinstance(content, str):
+        return len(content) if content.isascii() else 4 * len(content)
+    return len(str(content or "").encode())

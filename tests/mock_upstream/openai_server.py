@@ -321,6 +321,9 @@ class MockApp:
         if kind == "html":
             headers, body = [("Content-Type", "text/html")], HTML_502
             status = status or 502
+        elif kind == "not_json":  # a 200 whose body is not JSON (a captive portal, a broken gateway)
+            headers, body = [("Content-Type", "text/html")], b"<html><body>OK</body></html>"
+            status = status or 200
         else:
             kind = kind if kind in ERRORS else STATUS_KINDS.get(status or 500)
             status = status or (ERRORS[kind][0] if kind else 500)
