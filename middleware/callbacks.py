@@ -111,6 +111,7 @@ class Callbacks(Stage):
             self.observer = Observer(resolved.wanted, general, telemetry, redact=self.redact, guard=guard)
             if self.observer.records:
                 services.extra.setdefault("on_cooldown", []).append(self.observer.on_cooldown)
+                services.extra.setdefault("on_unhealthy", []).append(self.observer.on_unhealthy)
             else:
                 self.observer = None
 

@@ -217,6 +217,9 @@ class HealthMonitor:
         results = self.checker.run(deployments)
         board.publish(results)
         bad = [r for r in results.values() if not r["healthy"]]
+        for hook in self.gateway.services.extra.get("on_unhealthy", ()):  # alerts (proxy/observe)
+            for result in bad:
+                hook(result)
         if bad:
             log.warning("background health checks: %d of %d deployment(s) unhealthy, kept out of routing: %s",
                         len(bad), len(results), "; ".join(f"{r['model_name']} ({r['model_id']}): {r.get('error')}"

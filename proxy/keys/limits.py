@@ -4,7 +4,8 @@ Counters live in the shared state (``proxy.state``), under names that cannot cla
 deployment ids: ``key:<token>`` / ``team:<id>`` for rpm, tpm and in-flight counts, and
 ``<entity>@<period>`` for spend. With Redis, an rpm limit is one Lua check-and-increment (the
 router's ``reserve``), so it holds exactly across workers and instances; spend is added with
-HINCRBYFLOAT and read with one HMGET. With the memory state each worker counts for itself, and
+HINCRBYFLOAT and read with one HMGET; a ``max_parallel_requests`` slot is one Lua
+check-and-take, given back when the call ends. With the memory state each worker counts for itself, and
 budgets also count what the store says every worker has spent (``KeyCache.durable``).
 
 Refusals, as LiteLLM sends them: over budget is 400 ``budget_exceeded``; over ``rpm_limit``,
@@ -111,11 +112,14 @@ class Guard:
         if team_name is not None and spent[team_name] >= team.max_budget:
             raise BudgetExceeded(f"Budget has been exceeded! Team={team.team_id} Current cost: "
                                  f"{spent[team_name]}, Max budget: {team.max_budget}")
-        for scope, kind, ident in (("key", key, key.entity), ("team", team, team.entity if team else "")):
-            if kind is not None:
-                self._limit(adm, scope, kind, ident)
-        for ident in adm.inflight:
-            self.state.inflight_incr(ident)
+        try:
+            for scope, kind, ident in (("key", key, key.entity), ("team", team, team.entity if team else "")):
+                if kind is not None:
+                    self._limit(adm, scope, kind, ident)
+        except RateLimited:
+            for ident in adm.inflight:  # a refused call holds no slot
+                self.state.release_slot(ident)
+            raise
         return adm
 
     def _limit(self, adm: Admission, scope: str, limits: Limits, ident: str) -> None:
@@ -131,7 +135,7 @@ class Guard:
         if limits.tpm_limit is not None:
             adm.tokens_to.append(ident)
         if limits.max_parallel_requests is not None:
-            if state.inflight((ident,))[ident] >= limits.max_parallel_requests:
+            if not state.take_slot(ident, limits.max_parallel_requests):
                 raise self._refusal(scope, ident, "parallel_requests", limits.max_parallel_requests, 1.0)
             adm.inflight.append(ident)
         if limits.rpm_limit is not None and not state.reserve(ident, limits.rpm_limit):
@@ -150,7 +154,7 @@ class Guard:
         """The call ended: release in-flight slots, count tokens and spend; returns the spend totals."""
         state = self.state
         for ident in adm.inflight:
-            state.inflight_decr(ident)
+            state.release_slot(ident)
         if tokens:
             for ident in adm.tokens_to:
                 state.add_tokens(ident, tokens)

@@ -7,6 +7,7 @@ Kinds, with LiteLLM's ``alert_types`` names:
 - ``llm_too_slow``: a call that took longer than the threshold;
 - ``llm_exceptions``: a call that failed upstream (5xx, 429, timeouts);
 - ``cooldown_deployment``: a deployment entering cooldown after repeated failures;
+- ``outage_alerts``: a deployment failing its background health check (kept out of routing);
 - ``budget_alerts``: a key or team crossing 80% and 100% of its ``max_budget``.
 
 One incident is one message: an alert about the same deployment (or key) and kind is not
@@ -197,6 +198,13 @@ class SlackAlerts(HTTPExporter):
         self.alert("cooldown_deployment", dep.id,
                    f"Deployment cooled down: `{describe(dep)}` (model group `{dep.model_name}`)\n"
                    f"Last error: `{getattr(error, 'message', error)}`", level="High")
+
+    def on_unhealthy(self, result: dict[str, Any]) -> None:
+        """A background health check failed (proxy/health.py): the deployment is out of routing."""
+        self.alert("outage_alerts", str(result.get("model_id")),
+                   f"Deployment failing its health check: `{result.get('model')}` (model group "
+                   f"`{result.get('model_name')}`), kept out of routing until it passes\n"
+                   f"Error: `{result.get('error')}`", level="High")
 
     def close(self, timeout: float = 5.0) -> None:
         if self._watcher is not None:

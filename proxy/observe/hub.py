@@ -185,6 +185,10 @@ class Observer:
         if self.alerts is not None:
             self.alerts.on_cooldown(dep, error)
 
+    def on_unhealthy(self, result: dict[str, Any]) -> None:
+        if self.alerts is not None:
+            self.alerts.on_unhealthy(result)
+
     def close(self, timeout: float = 10.0) -> None:
         """Flush every exporter at once, each within ``timeout``."""
         jobs = [gevent.spawn(e.close, timeout) for e in self.exporters]

@@ -82,6 +82,19 @@ class State(ABC):
     def inflight(self, dep_ids: Iterable[str]) -> dict[str, int]:
         """Calls in flight per deployment, for every id asked."""
 
+    def take_slot(self, name: str, limit: int) -> bool:
+        """Take one of ``limit`` parallel slots of ``name`` (a key's or team's
+        ``max_parallel_requests``); False when all are taken. Exact across workers and
+        instances on a shared backend; give it back with ``release_slot``."""
+        if self.inflight((name,))[name] >= limit:
+            return False
+        self.inflight_incr(name)
+        return True
+
+    def release_slot(self, name: str) -> None:
+        """Give back a slot taken with ``take_slot``."""
+        self.inflight_decr(name)
+
     # -- latency ----------------------------------------------------------------------------
 
     @abstractmethod

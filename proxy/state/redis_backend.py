@@ -48,7 +48,7 @@ from gevent.event import Event
 
 from proxy.state.base import LATENCY_SAMPLES, WINDOW_SECONDS, Callback, Clock, Message, State
 from proxy.state.memory import MemoryState
-from proxy.state.redis_keys import FAILURE_LUA, INFLIGHT_LUA, RESERVE_LUA, RedisKeys, process_id
+from proxy.state.redis_keys import FAILURE_LUA, INFLIGHT_LUA, RESERVE_LUA, SLOT_LUA, RedisKeys, process_id
 from proxy.state.redis_link import RedisLink
 from proxy.state.redis_mirror import RedisMirror
 from proxy.state.redis_pubsub import RedisListener
@@ -75,6 +75,7 @@ class RedisState(State):
         probe_interval: float = 1.0,
         inflight_ttl: float = 10.0,
         latency_ttl: float = 3600.0,
+        slot_ttl: float = 600.0,
         socket_timeout: float = 0.25,
         listen_poll: float = 0.05,
         background: bool = True,
@@ -90,6 +91,9 @@ class RedisState(State):
         self._client = link.client
         self._reserve_lua = self._client.register_script(RESERVE_LUA)
         self._failure_lua = self._client.register_script(FAILURE_LUA)
+        self._slot_lua = self._client.register_script(SLOT_LUA)
+        self._slot_ttl_ms = int(slot_ttl * 1000)
+        self._held_slots: dict[str, int] = {}  # slots this process holds in Redis, per name
         self._keys = RedisKeys(key_prefix, process_id())
         self._window_ttl_ms = int(self.window * 2000)  # the current window and the one before
         self._mirror = RedisMirror(link, self._keys, samples=latency_samples, window_ttl_ms=self._window_ttl_ms,
@@ -172,6 +176,32 @@ class RedisState(State):
         return result
 
     # -- in flight --------------------------------------------------------------------------
+
+    def take_slot(self, name: str, limit: int) -> bool:
+        """One Lua call: exact across every process sharing Redis; local while Redis is down."""
+        if self._link.up:
+            try:
+                taken = bool(self._slot_lua(keys=[self._keys.slots(name)],
+                                            args=[self._keys.proc, limit, self._slot_ttl_ms]))
+            except Exception as exc:
+                self._link.failed(exc)
+            else:
+                if taken:
+                    self._held_slots[name] = self._held_slots.get(name, 0) + 1
+                return taken
+        return super().take_slot(name, limit)
+
+    def release_slot(self, name: str) -> None:
+        held = self._held_slots.get(name, 0)
+        if not held:  # taken locally while Redis was down
+            super().release_slot(name)
+            return
+        if held == 1:
+            del self._held_slots[name]
+        else:
+            self._held_slots[name] = held - 1
+        key, process = self._keys.slots(name), self._keys.proc
+        self._link.call(lambda: self._client.hincrby(key, process, -1), None)
 
     def inflight_incr(self, dep_id: str) -> None:
         self._mirror.add_inflight(dep_id, 1)

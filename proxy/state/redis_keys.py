@@ -22,6 +22,18 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, n}
 """
 
+# Take a parallel slot: the processes' counts (one hash field each) add up to below the limit.
+# ARGV: process id, limit, ttl ms. -> 1 taken, 0 all taken. The hash expires when idle, so the
+# slots of a process that died holding them come back at the latest ttl after the last take.
+SLOT_LUA = """
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+if total >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 # Count one failure; start a cooldown once failures exceed the allowance and none is running.
 # ARGV: dep, allowed_fails, cooldown end, now, window ttl ms. -> {started, end time or ''}
 FAILURE_LUA = """
@@ -85,6 +97,9 @@ class RedisKeys:
 
     def hash(self, name: str) -> str:
         return f"{self.prefix}hash:{name}"
+
+    def slots(self, name: str) -> str:
+        return f"{self.prefix}slots:{name}"
 
     def lease(self, name: str) -> str:
         return f"{self.prefix}lease:{name}"

@@ -320,3 +320,22 @@ def test_slack_alerts_hanging_slow_failures_and_budgets(upstream: MockOpenAI, tm
         assert any("crossed 80%" in t and "alerted-key" in t for t in budget)
         assert any("exceeded its budget" in t for t in budget)
     assert os.environ.get("SLACK_WEBHOOK_URL") is None
+
+
+def test_slack_alert_for_a_deployment_failing_its_health_check(upstream: MockOpenAI, tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    path = write_config(tmp_path, {
+        "model_list": [upstream_model(upstream),
+                       {"model_name": "gone", "litellm_params": {"model": "openai/gone", "api_key": "sk-x",
+                                                                 "api_base": f"http://127.0.0.1:{free_port()}/v1"}}],
+        "general_settings": {"master_key": MASTER, "alerting": ["slack"], "alert_types": ["outage_alerts"],
+                             "background_health_checks": True, "health_check_interval": 1},
+    })
+    with Receiver() as rx, ProxyProcess(path, env={"SLACK_WEBHOOK_URL": f"{rx.url}/slack"}):
+        posts = rx.wait(lambda r: [p for p in r.posts("/slack") if b"outage_alerts" in p["body"]])
+        text = orjson.loads(posts[0]["body"])["text"]
+        assert "gone" in text and "health check" in text and "sk-x" not in text
+        time.sleep(2.5)  # later checks fail the same way: still one message for the incident
+        assert len([p for p in rx.posts("/slack") if b"outage_alerts" in p["body"]]) == 1
+        assert not [p for p in rx.posts("/slack") if b"gpt-4o-mini" in p["body"]]  # the healthy one is quiet

@@ -192,3 +192,10 @@ def test_a_lease_has_one_holder_until_it_ends(state: State, clock: FakeClock) ->
     clock.advance(0.3)  # memory: its clock; Redis: expiry on the server's clock
     time.sleep(0.3)
     assert state.acquire("health:1", "worker-b", 0.2)
+
+
+def test_parallel_slots_are_taken_and_given_back(state: State) -> None:
+    assert [state.take_slot("key:k", 2) for _ in range(3)] == [True, True, False]
+    state.release_slot("key:k")
+    assert state.take_slot("key:k", 2) is True
+    assert state.take_slot("key:other", 1) is True  # each name counts for itself

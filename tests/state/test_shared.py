@@ -154,3 +154,12 @@ def test_key_prefixes_keep_proxies_apart(make_redis: MakeRedis, key_prefix: str)
     assert other.reserve("d", 1)
     a.hset("h", "k", "v")
     assert other.hget("h", "k") is None
+
+
+def test_parallel_slots_hold_exactly_across_instances(pair: tuple[RedisState, RedisState]) -> None:
+    a, b = pair
+    assert a.take_slot("key:k", 2) and b.take_slot("key:k", 2)  # no flush needed: one Lua call each
+    assert not a.take_slot("key:k", 2) and not b.take_slot("key:k", 2)
+    b.release_slot("key:k")
+    assert a.take_slot("key:k", 2)
+    assert not b.take_slot("key:k", 2)
