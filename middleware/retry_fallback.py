@@ -21,7 +21,7 @@ from typing import Any
 import gevent
 from marshmallow import fields, validate
 
-from proxy.config import FallbackList
+from proxy.config_schema import FallbackList
 from proxy.context import RequestContext
 from proxy.errors import BadRequest, ContentPolicyViolation, ContextWindowExceeded, ProxyError
 from proxy.pipeline import Handler, Stage, StageOptions

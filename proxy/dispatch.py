@@ -7,9 +7,10 @@ back; after that, chunks flow to the client as they arrive.
 
 Two variations: an adapter may answer one request with several upstream calls (``extra["batch"]``,
 e.g. Titan embeds one text per call), sent together and parsed by ``parse_batch``; and a
-pass-through surface (``/bedrock``) puts a ``NativeCall`` in ``ctx.extra["native"]``: the client's
-own provider request, aimed at the chosen deployment and signed by its adapter, whose answer (bytes,
-or a byte stream) goes back untranslated while its usage is read on the way.
+pass-through surface (``/vertex_ai``, ``/bedrock``) puts a ``PassThroughCall`` in
+``ctx.extra["pass_through"]``: the client's own provider request, aimed at the chosen deployment
+and signed by its adapter, whose answer (bytes, or a byte stream) goes back untranslated as a
+``PassThroughReply`` while its usage is read on the way.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from proxy.providers.shapes import include_usage
 if TYPE_CHECKING:
     from proxy.context import RequestContext
     from proxy.deployment import Deployment
-    from proxy.providers.base import UpstreamCall
+    from proxy.providers.base import PassThroughCall, UpstreamCall, UsageMeter
     from proxy.tokens import TokenCounter
     from proxy.transport import Transport
 
@@ -38,32 +39,20 @@ BATCH_CONCURRENCY = 8  # upstream calls in flight at once for one batched reques
 
 
 @dataclass(slots=True)
-class NativeCall:
-    """A client's request in a provider's own wire format, forwarded without translation."""
-
-    provider: str  # the provider whose deployments may serve it ("bedrock")
-    operation: str  # e.g. "converse-stream"
-    body: bytes
-    headers: dict[str, str]  # the client's headers that the upstream should see
-
-
-@dataclass(slots=True)
-class NativeReply:
-    """The upstream's own answer: status, headers (lower-case names) and bytes or a byte stream."""
+class PassThroughReply:
+    """The upstream's own answer to a ``PassThroughCall``: status, headers (lower-case names) and
+    bytes or a byte stream, for the surface to send back as it came."""
 
     status: int
     headers: dict[str, str]
     body: bytes | Iterator[bytes]
 
 
-@dataclass(slots=True)
-class PassThrough:
-    """A provider's own answer, forwarded as it came: status, content type, bytes (or a stream of
-    them). The native-format surfaces (``/vertex_ai/...``) render it without translation."""
-
-    status: int
-    content_type: str
-    body: bytes | Iterator[bytes]
+def upstream_error(ctx: RequestContext, err: ProxyError) -> PassThroughReply | None:
+    """The upstream's own error answer when ``err`` is the pass-through call's failure, else None
+    (the error is the proxy's own, e.g. a refused key)."""
+    found = ctx.extra.get("pass_through_error")
+    return found[1] if found is not None and found[0] is err else None
 
 
 class Dispatcher:
@@ -91,9 +80,9 @@ class Dispatcher:
         assert dep is not None, "route must run before the upstream call"
         if "client_credentials" in ctx.extra:  # here, so no pipeline can leave them unchecked
             dep = ctx.deployment = client_credentials.apply(ctx, dep, self.allow_client_side_credentials)
-        native = ctx.extra.get("native")
-        if native is not None:
-            return self._native(ctx, dep, native)
+        pass_through = ctx.extra.get("pass_through")
+        if pass_through is not None:
+            return self._pass_through(ctx, dep, pass_through)
         text = ctx.mock_response if ctx.mock_response is not None else dep.mock_response
         if text is not None:
             return self._mock(ctx, dep, str(text))
@@ -107,8 +96,6 @@ class Dispatcher:
         if redactor is not None:
             debuglog.log.debug("upstream request [%s]: %s %s headers=%s body=%s", ctx.request_id, call.method,
                                redactor.text(call.url), redactor.headers(call.headers), redactor.text(call.body))
-        if ctx.kind == "passthrough":
-            return self._pass_through(ctx, dep, call, timeout)
         if call.extra.get("batch"):
             return self._batch(ctx, dep, call.extra["batch"], timeout)
         if not ctx.stream or not call.stream:  # one plain call; also for providers that cannot stream
@@ -149,47 +136,6 @@ class Dispatcher:
         ctx.response = self._relay(ctx, dep, first, chunks)
         return ctx.response
 
-    def _pass_through(self, ctx: RequestContext, dep: Deployment, call: Any, timeout: float) -> PassThrough:
-        """Forward a native-format call; its usage is read as it passes, its bytes are not changed.
-
-        An upstream error is raised as the adapter's ProxyError (so retries, cooldowns and
-        fallbacks see it); the upstream's own reply is kept in ``ctx.extra["passthrough_error"]``
-        for the surface to send back as it was.
-        """
-        adapter = dep.adapter
-        meter = adapter.pass_through_meter()
-        if not call.stream:
-            resp = self.transport.send(call, timeout)
-            if resp.status >= 400:
-                self._upstream_error(ctx, adapter, resp.status, resp.headers, resp.body)
-            meter.body(resp.body)
-            ctx.usage = meter.usage or mock.usage(0, 0)
-            ctx.response = PassThrough(resp.status, resp.headers.get("content-type", "application/json"), resp.body)
-            return ctx.response
-        read_timeout = dep.stream_timeout or self.stream_timeout or timeout
-        stream = self.transport.open_stream(call, timeout, read_timeout)
-        if stream.status >= 400:
-            self._upstream_error(ctx, adapter, stream.status, stream.headers, stream.read_all(timeout))
-
-        def relay() -> Iterator[bytes]:
-            lines = stream.lines()
-            try:
-                for line in lines:  # each line goes out as soon as it is in
-                    meter.line(line)
-                    yield line
-            finally:
-                lines.close()  # a client that left closes the upstream too
-                ctx.usage = meter.usage or mock.usage(0, 0)
-
-        ctx.response = PassThrough(stream.status, stream.headers.get("content-type", "text/event-stream"), relay())
-        return ctx.response
-
-    @staticmethod
-    def _upstream_error(ctx: RequestContext, adapter: Any, status: int, headers: dict[str, str], body: bytes) -> None:
-        err = adapter.map_error(status, headers, body)
-        ctx.extra["passthrough_error"] = (err, status, headers.get("content-type", "application/json"), body)
-        raise err
-
     def _batch(self, ctx: RequestContext, dep: Deployment, calls: list[UpstreamCall], timeout: float) -> Any:
         """Several upstream calls for one request, sent together; the first failure is the answer."""
         adapter = dep.adapter
@@ -213,49 +159,62 @@ class Dispatcher:
         ctx.response = data
         return data
 
-    def _native(self, ctx: RequestContext, dep: Deployment, native: NativeCall) -> NativeReply:
-        """Forward a pass-through request to ``dep`` and hand its answer back untranslated.
+    def _pass_through(self, ctx: RequestContext, dep: Deployment, request: PassThroughCall) -> PassThroughReply:
+        """Forward a client's provider request to ``dep``; its bytes go back unchanged, its usage is
+        read as they pass.
 
-        An upstream error is raised as the adapter maps it (so retries and cooldowns work), with the
-        upstream's own answer kept in ``ctx.extra["native_error"]`` for the surface to relay.
+        An upstream error is raised as the adapter maps it (so retries, cooldowns and fallbacks see
+        it), with the upstream's own answer kept for the surface to relay (``upstream_error``).
         """
         adapter = dep.adapter
-        if dep.provider != native.provider or not hasattr(adapter, "native_call"):
-            raise BadRequest(f"model {ctx.model!r} is served by {dep.provider}, not {native.provider}",
+        if dep.provider != request.provider:
+            raise BadRequest(f"model {ctx.model!r} is served by {dep.provider}, not {request.provider}",
                              param="model")
-        ctx.extra.pop("native_error", None)
-        call = adapter.sign(adapter.native_call(dep, native.operation, native.body, native.headers), dep)
+        call = adapter.sign(adapter.pass_through(request, dep), dep)
         timeout = ctx.extra.get("timeout") or dep.timeout or self.timeout
+        if self.redactor is not None:
+            redactor = self.redactor.with_secrets([dep.api_key, *dep.supplied, *dep.headers.values()])
+            debuglog.log.debug("upstream request [%s]: %s %s headers=%s body=%s", ctx.request_id, call.method,
+                               redactor.text(call.url), redactor.headers(call.headers), redactor.text(call.body))
+        meter = adapter.pass_through_meter(request)
         if not call.stream:
             resp = self.transport.send(call, timeout)
+            reply = PassThroughReply(resp.status, resp.headers, resp.body)
             if resp.status >= 400:
-                ctx.extra["native_error"] = NativeReply(resp.status, resp.headers, resp.body)
-                raise adapter.map_error(resp.status, resp.headers, resp.body)
-            ctx.usage = adapter.native_usage(native.operation, resp.headers, resp.body) or mock.usage(0, 0)
-            return NativeReply(resp.status, resp.headers, resp.body)
+                raise self._upstream_error(ctx, adapter, reply, resp.body)
+            meter.answer(resp.headers, resp.body)
+            ctx.usage = meter.usage or mock.usage(0, 0)
+            ctx.response = reply
+            return reply
         read_timeout = dep.stream_timeout or self.stream_timeout or timeout
         stream = self.transport.open_stream(call, timeout, read_timeout)
         if stream.status >= 400:
             body = stream.read_all(timeout)
-            ctx.extra["native_error"] = NativeReply(stream.status, stream.headers, body)
-            raise adapter.map_error(stream.status, stream.headers, body)
-        tap = adapter.native_stream_tap(native.operation)
-        return NativeReply(stream.status, stream.headers, self._tapped(ctx, stream.chunks(), tap))
+            raise self._upstream_error(ctx, adapter, PassThroughReply(stream.status, stream.headers, body), body)
+        pieces = stream.chunks() if call.extra.get("binary") else stream.lines()
+        reply = ctx.response = PassThroughReply(stream.status, stream.headers, self._metered(ctx, pieces, meter))
+        return reply
 
     @staticmethod
-    def _tapped(ctx: RequestContext, pieces: Iterator[bytes], tap: Any) -> Iterator[bytes]:
-        """Bytes as they arrive, read on the way by ``tap`` for the usage it finds."""
+    def _upstream_error(ctx: RequestContext, adapter: Any, reply: PassThroughReply, body: bytes) -> ProxyError:
+        err = adapter.map_error(reply.status, reply.headers, body)
+        ctx.extra["pass_through_error"] = (err, reply)
+        return err
+
+    @staticmethod
+    def _metered(ctx: RequestContext, pieces: Iterator[bytes], meter: UsageMeter) -> Iterator[bytes]:
+        """Pieces as they arrive, read on the way by ``meter`` for the usage it finds."""
         try:
             for piece in pieces:
-                tap.feed(piece)
+                meter.feed(piece)
                 yield piece
         except ProxyError as err:
             ctx.status, ctx.error = err.status, err  # the status line is sent: the stream just ends
         finally:
             close = getattr(pieces, "close", None)
             if close:
-                close()
-            ctx.usage = tap.usage or ctx.usage or mock.usage(0, 0)
+                close()  # a client that left closes the upstream too
+            ctx.usage = meter.usage or ctx.usage or mock.usage(0, 0)
 
     def _relay(
         self,

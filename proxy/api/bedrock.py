@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -31,10 +31,11 @@ import orjson
 from werkzeug.datastructures import EnvironHeaders
 
 from proxy.api.openai import read_body, run_pipeline
-from proxy.api.render import Reply, context_headers
+from proxy.api.render import Reply, context_headers, relayed_bytes
 from proxy.context import RequestContext
-from proxy.dispatch import NativeCall, NativeReply
+from proxy.dispatch import PassThroughReply, upstream_error
 from proxy.errors import BadRequest, NotFound, ProxyError
+from proxy.providers.base import PassThroughCall
 from proxy.providers.bedrock import OPERATIONS, STREAM_OPERATIONS
 
 if TYPE_CHECKING:
@@ -116,41 +117,24 @@ def serve(gateway: Gateway, environ: dict[str, Any]) -> Reply:
     ctx = RequestContext("embedding" if embedding else "chat", body,
                          {"Authorization": f"Bearer {key}"} if key else {})
     forwarded = {k: v for k, v in headers.items() if k.lower() in FORWARDED or k.lower().startswith("x-amzn-bedrock-")}
-    ctx.extra["native"] = NativeCall("bedrock", operation, read_body(environ), forwarded)
+    ctx.extra["pass_through"] = PassThroughCall("bedrock", operation, read_body(environ), forwarded)
     for dep in group:
         if dep.provider != "bedrock":
             ctx.excluded[dep.id] = "not a bedrock/ deployment"
 
-    def render(result: NativeReply) -> Reply:
+    def render(result: PassThroughReply) -> Reply:
         out = [*upstream_headers(result.headers), *context_headers(ctx)]
         if isinstance(result.body, bytes):
             return Reply(result.status, [*out, ("Content-Length", str(len(result.body)))], result.body)
-        return Reply(result.status, out, finishing(ctx, result.body))
+        return Reply(result.status, out, relayed_bytes(ctx, result.body))
 
     def render_error(err: ProxyError, extra: list[tuple[str, str]]) -> Reply:
-        upstream = ctx.extra.get("native_error")
-        if isinstance(upstream, NativeReply) and isinstance(upstream.body, bytes):
+        upstream = upstream_error(ctx, err)
+        if upstream is not None and isinstance(upstream.body, bytes):
             return Reply(upstream.status, [*upstream_headers(upstream.headers), *extra], upstream.body)
         return aws_error_reply(err, extra)
 
     return run_pipeline(gateway, ctx, render, render_error)
-
-
-def finishing(ctx: RequestContext, pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """The stream's bytes; the call is accounted when they are all sent or the client leaves."""
-    try:
-        yield from pieces
-    except GeneratorExit:
-        ctx.status = 499
-        raise
-    except Exception:
-        log.exception("bedrock stream %s failed", ctx.request_id)
-        ctx.status = 500
-    finally:
-        close = getattr(pieces, "close", None)
-        if close:
-            close()
-        ctx.finish()
 
 
 class BedrockEndpoints:

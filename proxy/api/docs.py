@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, Response, abort, send_from_directory
 from proxy import __version__
 from proxy.api import schemas
 from proxy.api.render import json_response
-from proxy.config import ConfigFile
+from proxy.config_schema import ConfigFile
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway

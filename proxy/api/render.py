@@ -143,3 +143,21 @@ def sse_events(ctx: RequestContext, chunks: Iterator[dict[str, Any]]) -> Iterato
 
 def stream_reply(ctx: RequestContext, chunks: Iterator[dict[str, Any]]) -> Reply:
     return Reply(200, [*SSE_HEADERS, *context_headers(ctx)], sse_events(ctx, chunks))
+
+
+def relayed_bytes(ctx: RequestContext, pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """An upstream's own byte stream (the pass-through surfaces), sent as it arrives; the call is
+    accounted for when it is all sent or the client leaves."""
+    try:
+        yield from pieces
+    except GeneratorExit:
+        ctx.status = 499  # the client went away; closing the pieces closes the upstream
+        raise
+    except Exception:
+        log.exception("stream %s failed", ctx.request_id)
+        ctx.status = 500
+    finally:
+        close = getattr(pieces, "close", None)
+        if close:
+            close()
+        ctx.finish()

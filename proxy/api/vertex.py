@@ -13,7 +13,8 @@ for ``generateContent``, ``streamGenerateContent``, ``countTokens``, ``predict``
 
 - The client authenticates with its proxy key: ``x-litellm-api-key``, or ``Authorization`` (the
   Vertex SDKs put their "Google token" there; hand them the proxy key as that token).
-- The request runs through the pipeline as endpoint kind ``passthrough``: the key's model
+- The request runs through the pipeline as endpoint kind ``passthrough``, carrying a
+  ``PassThroughCall`` that the deployment's adapter aims at its project and model: the key's model
   permissions, budgets and rate limits, routing, retries and cooldowns apply; spend and the access
   log are recorded from the answer's ``usageMetadata`` (or Anthropic usage, or embedding token
   counts).
@@ -26,16 +27,17 @@ for ``generateContent``, ``streamGenerateContent``, ``countTokens``, ``predict``
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.datastructures import EnvironHeaders
 
 from proxy.api.openai import read_body, run_pipeline
-from proxy.api.render import Reply, context_headers, json_reply
+from proxy.api.render import Reply, context_headers, json_reply, relayed_bytes
 from proxy.context import RequestContext
-from proxy.dispatch import PassThrough
+from proxy.dispatch import PassThroughReply, upstream_error
 from proxy.errors import BadRequest, NotFound, ProxyError
+from proxy.providers.base import PassThroughCall
 from proxy.providers.vertex import MODEL_PATH, PASS_METHODS, STREAM_METHODS
 
 if TYPE_CHECKING:
@@ -97,47 +99,33 @@ def serve(gateway: Gateway, path: str, query: str, raw: bytes, headers: Any) -> 
                                      param="model", code="model_not_found"))
     stream = match["method"] in STREAM_METHODS
     ctx = RequestContext("passthrough", {"model": group, "stream": stream}, proxy_key_headers(headers))
-    ctx.extra["passthrough"] = {"path": path, "query": query, "body": raw, "headers": forwarded_headers(headers),
-                                "content_type": headers.get("Content-Type") or "application/json"}
+    sent = {"Content-Type": headers.get("Content-Type") or "application/json", **forwarded_headers(headers)}
+    ctx.extra["pass_through"] = PassThroughCall("vertex_ai", path, raw, sent, query)
     tags = headers.get("tags")
     if tags:
         ctx.metadata["tags"] = [t.strip() for t in tags.split(",") if t.strip()]
 
     def render(result: Any) -> Reply:
-        if not isinstance(result, PassThrough):
+        if not isinstance(result, PassThroughReply):
             raise ProxyError("the pass-through call returned no upstream answer")
         own = context_headers(ctx)
         if isinstance(result.body, bytes):
-            return Reply(result.status, [("Content-Type", result.content_type),
+            content_type = result.headers.get("content-type", "application/json")
+            return Reply(result.status, [("Content-Type", content_type),
                                          ("Content-Length", str(len(result.body))), *own], result.body)
-        return Reply(result.status, [("Content-Type", result.content_type), ("Cache-Control", "no-cache"),
-                                     ("X-Accel-Buffering", "no"), *own], relayed(ctx, result.body))
+        content_type = result.headers.get("content-type", "text/event-stream")
+        return Reply(result.status, [("Content-Type", content_type), ("Cache-Control", "no-cache"),
+                                     ("X-Accel-Buffering", "no"), *own], relayed_bytes(ctx, result.body))
 
     def render_error(err: ProxyError, extra: list[tuple[str, str]]) -> Reply:
-        upstream = ctx.extra.get("passthrough_error")
-        if upstream is not None and upstream[0] is err:  # the upstream's own answer, as it came
-            _, status, content_type, body = upstream
-            return Reply(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                                  *err.response_headers().items(), *extra], body)
+        upstream = upstream_error(ctx, err)
+        if upstream is not None and isinstance(upstream.body, bytes):  # the upstream's own answer, as it came
+            content_type = upstream.headers.get("content-type", "application/json")
+            return Reply(upstream.status, [("Content-Type", content_type), ("Content-Length", str(len(upstream.body))),
+                                           *err.response_headers().items(), *extra], upstream.body)
         return google_error(err, extra)
 
     return run_pipeline(gateway, ctx, render, render_error)
-
-
-def relayed(ctx: RequestContext, body: Iterator[bytes]) -> Iterator[bytes]:
-    """The upstream's bytes as they arrive; the call is accounted for when the stream ends."""
-    try:
-        yield from body
-    except ProxyError as err:  # the status line is sent: end the stream, note the failure
-        ctx.status, ctx.error = err.status, err
-    except GeneratorExit:
-        ctx.status = 499
-        close = getattr(body, "close", None)
-        if close:
-            close()
-        raise
-    finally:
-        ctx.finish()
 
 
 class VertexEndpoints:

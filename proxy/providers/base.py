@@ -4,6 +4,10 @@ An adapter translates between the proxy's internal OpenAI format and one provide
 It does no I/O: ``transport`` sends what ``build_request`` returns and hands the bytes back to
 ``parse_response`` / ``parse_stream`` / ``map_error``. That keeps every adapter testable with
 recorded payloads.
+
+Some surfaces (``/vertex_ai``, ``/bedrock``) forward a client's request in its provider's own wire
+format: the adapter aims a ``PassThroughCall`` at a deployment (``pass_through``) and reads the
+usage from the untranslated answer on the way back (``pass_through_meter``).
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
 from proxy.errors import (
+    BadRequest,
     ContentPolicyViolation,
     ContextWindowExceeded,
     ProxyError,
@@ -39,6 +44,30 @@ class UpstreamCall:
     stream: bool = False
     timeout: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"binary": True}: stream bytes, not lines
+
+
+@dataclass(slots=True)
+class PassThroughCall:
+    """A client's request in a provider's own wire format, forwarded to a deployment untranslated."""
+
+    provider: str  # the provider whose deployments may serve it ("bedrock", "vertex_ai")
+    operation: str  # the provider's name for the call: "converse-stream", a Vertex model path
+    body: bytes
+    headers: dict[str, str]  # the client's headers that the upstream should see
+    query: str = ""  # the client's query string, for providers whose methods take one
+
+
+class UsageMeter(Protocol):
+    """Reads the usage of a pass-through answer as it passes; never alters the bytes."""
+
+    #: OpenAI-format usage found so far; None when the answer reported none
+    usage: dict[str, Any] | None
+
+    def answer(self, headers: dict[str, str], body: bytes) -> None:
+        """A whole (non-streamed) answer."""
+
+    def feed(self, piece: bytes) -> None:
+        """The next piece of a streamed answer, as the upstream sent it (a line, or byte chunk)."""
 
 
 CONTEXT_WINDOW_MARKERS = (
@@ -143,6 +172,15 @@ class Adapter:
     def sign(self, call: UpstreamCall, deployment: Deployment) -> UpstreamCall:
         """Providers that sign requests (Bedrock SigV4) override this."""
         return call
+
+    def pass_through(self, call: PassThroughCall, deployment: Deployment) -> UpstreamCall:
+        """The client's own request aimed at ``deployment`` (``sign`` runs after). A streamed answer
+        is relayed as lines, or as byte chunks when ``extra["binary"]`` is set."""
+        raise BadRequest(f"{self.provider} deployments do not take {call.provider} requests", param="model")
+
+    def pass_through_meter(self, call: PassThroughCall) -> UsageMeter:
+        """A fresh meter for the answer to ``call``."""
+        raise NotImplementedError
 
     def map_error(self, status: int, headers: dict[str, str], body: bytes) -> ProxyError:
         """An upstream error status and body -> the ProxyError the client sees."""

@@ -17,7 +17,8 @@ Converse's own top-level fields (``guardrailConfig``, ...) pass through; any oth
 A history holding toolUse/toolResult blocks always gets the ``toolConfig`` Converse requires (the
 request's tools, else LiteLLM's ``dummy_tool``). Embeddings (Titan, Cohere) go through
 ``InvokeModel``: ``bedrock_embed``. The /bedrock pass-through (proxy/api/bedrock.py) sends the
-client's own Runtime requests through ``native_call``.
+client's own Runtime requests through ``pass_through`` (its ``operation`` the Runtime operation);
+``bedrock_native`` reads their usage.
 
 Auth (``aws_auth``): a Bedrock API key (``api_key`` or ``AWS_BEARER_TOKEN_BEDROCK``) is sent as a
 bearer token; otherwise requests are signed with SigV4 (service ``bedrock``) using static
@@ -44,7 +45,14 @@ from proxy.errors import (
 )
 from proxy.providers import bedrock_embed, bedrock_native
 from proxy.providers.aws_auth import AWS_PARAMS, AssumedRoles, AwsSigner, region_of
-from proxy.providers.base import Adapter, UpstreamCall, load_json, merged_body, parse_retry_after
+from proxy.providers.base import (
+    Adapter,
+    PassThroughCall,
+    UpstreamCall,
+    load_json,
+    merged_body,
+    parse_retry_after,
+)
 from proxy.providers.bedrock_stream import (
     EXCEPTION_STATUS,
     StreamTranslator,
@@ -140,19 +148,15 @@ class BedrockAdapter(Adapter):
             return calls[0]
         return UpstreamCall("POST", url, headers, None, extra={"batch": calls})
 
-    def native_call(self, deployment: Deployment, operation: str, body: bytes,
-                    headers: dict[str, str]) -> UpstreamCall:
+    def pass_through(self, call: PassThroughCall, deployment: Deployment) -> UpstreamCall:
         """A client's own Bedrock Runtime request (the /bedrock pass-through), aimed at the deployment's
         model and endpoint; ``sign`` then signs it with the deployment's credentials."""
-        stream = operation in STREAM_OPERATIONS
-        return UpstreamCall("POST", self.model_url(deployment, operation), {**headers, **deployment.headers},
-                            body, stream=stream, extra={"binary": stream})
+        stream = call.operation in STREAM_OPERATIONS
+        return UpstreamCall("POST", self.model_url(deployment, call.operation), {**call.headers, **deployment.headers},
+                            call.body, stream=stream, extra={"binary": stream})
 
-    def native_usage(self, operation: str, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
-        return bedrock_native.native_usage(operation, headers, body)
-
-    def native_stream_tap(self, operation: str) -> bedrock_native.StreamTap:
-        return bedrock_native.StreamTap(operation)
+    def pass_through_meter(self, call: PassThroughCall) -> bedrock_native.PassThroughMeter:
+        return bedrock_native.PassThroughMeter(call.operation)
 
     def sign(self, call: UpstreamCall, deployment: Deployment) -> UpstreamCall:
         for one in call.extra.get("batch") or ():

@@ -71,17 +71,21 @@ def native_usage(operation: str, headers: dict[str, str], body: bytes) -> dict[s
     return invoke_usage(headers, body)
 
 
-class StreamTap:
-    """Reads event-stream bytes as they pass and keeps the usage they report; never alters them.
+class PassThroughMeter:
+    """Reads a Runtime answer (JSON, or event-stream bytes as they pass) and keeps the usage it
+    reports; never alters it.
 
-    A frame it cannot decode stops the reading (the client, who gets the same bytes, will notice);
-    the bytes still pass.
+    A stream frame it cannot decode stops the reading (the client, who gets the same bytes, will
+    notice); the bytes still pass.
     """
 
     def __init__(self, operation: str) -> None:
         self.operation = operation
         self.buffer: EventStreamBuffer | None = EventStreamBuffer()
         self.usage: dict[str, Any] | None = None
+
+    def answer(self, headers: dict[str, str], body: bytes) -> None:
+        self.usage = native_usage(self.operation, headers, body)
 
     def feed(self, piece: bytes) -> None:
         if self.buffer is None or not piece:

@@ -19,9 +19,10 @@ project), ``vertex_location`` (else ``VERTEXAI_LOCATION``, else ``us-central1``)
 credentials). The bearer token is read in ``sign`` from the gateway's ``GoogleTokens``
 (proxy/google_auth.py), which fetches it once and refreshes it in the background.
 
-The ``/vertex_ai/{path}`` surface (proxy/api/vertex.py) also runs through this adapter (endpoint
-kind ``passthrough``): the client's Vertex request is forwarded byte for byte to the deployment's
-project, location and model, with the proxy's token; ``PassThroughMeter`` reads usage from it.
+The ``/vertex_ai/{path}`` surface (proxy/api/vertex.py) also runs through this adapter
+(``pass_through``): the client's Vertex request, its ``operation`` the model path, is forwarded
+byte for byte to the deployment's project, location and model, with the proxy's token;
+``PassThroughMeter`` reads usage from the answer.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from proxy.errors import BadRequest, ProxyError, UpstreamError
 from proxy.google_auth import GoogleTokens
 from proxy.providers import anthropic
 from proxy.providers.anthropic_stream import openai_usage as anthropic_usage
-from proxy.providers.base import Adapter, UpstreamCall, load_json, merged_body
+from proxy.providers.base import Adapter, PassThroughCall, UpstreamCall, load_json, merged_body
 from proxy.providers.gemini import embedding_list, embedding_texts, map_google_error, parse_gemini_stream
 from proxy.providers.gemini_format import NATIVE, TRANSLATED, openai_usage, to_chat_completion, translate_request
 
@@ -68,7 +69,7 @@ class VertexAdapter(Adapter):
     supported_params: ClassVar[frozenset[str]] = TRANSLATED | frozenset(NATIVE) | anthropic.NATIVE
     deployment_params: ClassVar[frozenset[str]] = frozenset(
         {"vertex_project", "vertex_location", "vertex_credentials", "vertex_ai_project", "vertex_ai_location"})
-    kinds: ClassVar[frozenset[str]] = frozenset({"chat", "embedding", "passthrough"})
+    kinds: ClassVar[frozenset[str]] = frozenset({"chat", "embedding"})
 
     def __init__(self, tokens: GoogleTokens | None = None) -> None:
         self.tokens = tokens or GoogleTokens()
@@ -107,8 +108,6 @@ class VertexAdapter(Adapter):
     # -- requests ---------------------------------------------------------------------------------
 
     def build_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
-        if ctx.kind == "passthrough":
-            return self.pass_through_request(ctx, deployment)
         request = merged_body(ctx, deployment)
         model = deployment.upstream_model
         headers = {"Content-Type": "application/json"}
@@ -137,20 +136,19 @@ class VertexAdapter(Adapter):
         return UpstreamCall("POST", self.model_url(deployment, model, "generateContent"), headers,
                             orjson.dumps(body))
 
-    def pass_through_request(self, ctx: RequestContext, deployment: Deployment) -> UpstreamCall:
+    def pass_through(self, call: PassThroughCall, deployment: Deployment) -> UpstreamCall:
         """The client's Vertex call, re-aimed at the deployment's project, location and model."""
-        spec = ctx.extra["passthrough"]
-        match = MODEL_PATH.match(spec["path"])
+        match = MODEL_PATH.match(call.operation)
         if match is None or match["method"] not in PASS_METHODS:
-            raise BadRequest(f"/vertex_ai/{spec['path']} is not a Vertex model method this proxy forwards")
+            raise BadRequest(f"/vertex_ai/{call.operation} is not a Vertex model method this proxy forwards")
         url = self.model_url(deployment, deployment.upstream_model, match["method"], match["version"],
                              match["publisher"])
-        if spec.get("query"):
-            url += "?" + spec["query"]
-        headers = {"Content-Type": spec.get("content_type") or "application/json"}
+        if call.query:
+            url += "?" + call.query
+        headers = {"Content-Type": "application/json"}
         headers.update(deployment.headers)
-        headers.update(spec.get("headers") or {})
-        return UpstreamCall("POST", url, headers, spec["body"], stream=match["method"] in STREAM_METHODS)
+        headers.update(call.headers)
+        return UpstreamCall("POST", url, headers, call.body, stream=match["method"] in STREAM_METHODS)
 
     def sign(self, call: UpstreamCall, deployment: Deployment) -> UpstreamCall:
         token = self.tokens.token(deployment.params.get("vertex_credentials"))
@@ -188,7 +186,7 @@ class VertexAdapter(Adapter):
             return self.claude.map_error(status, headers, body)
         return map_google_error(self, status, headers, body)
 
-    def pass_through_meter(self) -> PassThroughMeter:
+    def pass_through_meter(self, call: PassThroughCall) -> PassThroughMeter:
         return PassThroughMeter()
 
 
@@ -227,16 +225,17 @@ class PassThroughMeter:
         self.usage: dict[str, Any] | None = None
         self._anthropic: dict[str, Any] = {}
 
-    def body(self, raw: bytes) -> None:
+    def answer(self, headers: dict[str, str], body: bytes) -> None:
         try:
-            data = orjson.loads(raw)
+            data = orjson.loads(body)
         except orjson.JSONDecodeError:
             return
         for one in data if isinstance(data, list) else [data]:  # streamGenerateContent without alt=sse
             if isinstance(one, dict):
-                self.feed(one)
+                self.take(one)
 
-    def line(self, line: bytes) -> None:
+    def feed(self, line: bytes) -> None:
+        """One SSE line of a streamed answer."""
         if not line.startswith(b"data:") or (b"sage" not in line and b"token_count" not in line):
             return  # cheap: only events that carry usage are parsed
         try:
@@ -244,9 +243,9 @@ class PassThroughMeter:
         except orjson.JSONDecodeError:
             return
         if isinstance(data, dict):
-            self.feed(data)
+            self.take(data)
 
-    def feed(self, data: dict[str, Any]) -> None:
+    def take(self, data: dict[str, Any]) -> None:
         if isinstance(data.get("usageMetadata"), dict):
             self.usage = openai_usage(data["usageMetadata"])  # cumulative: the last one is the total
         elif isinstance(data.get("predictions"), list):

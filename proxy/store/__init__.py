@@ -1,6 +1,6 @@
 """Durable data — runtime models, config generations, spend logs, keys — in SQLite or PostgreSQL.
 
-Two backends, one API, one schema history (``db.MIGRATIONS``):
+Two backends, one API, one schema history (``migrations.MIGRATIONS``):
 
 - ``Store`` (``db.py``): one SQLite file through sqlite-utils, the embedded default: one host,
   every worker on it opening the same file.
@@ -53,7 +53,7 @@ SQL is written once, for both:
   REAL/DOUBLE PRECISION columns (epoch seconds for times). Values read back have the same
   Python types on both backends, except aggregates: PostgreSQL's ``SUM`` of a BIGINT column
   is a ``Decimal``, so wrap sums and counts in ``int()``/``float()``.
-- DDL goes in a new ``db.Migration`` step appended to ``MIGRATIONS``, with the PostgreSQL
+- DDL goes in a new ``migrations.Migration`` step appended to ``MIGRATIONS``, with the PostgreSQL
   variant in ``dialects={"postgresql": (...)}`` where types differ (REAL -> DOUBLE PRECISION,
   INTEGER -> BIGINT for counters and sums, no ``WITHOUT ROWID``).
 """
@@ -67,7 +67,8 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.errors import ConfigError
 from proxy.store.api import StoreAPI
-from proxy.store.db import SCHEMA_VERSION, Migration, Store, StoreBusy, StoreError
+from proxy.store.db import Store, StoreBusy, StoreError
+from proxy.store.migrations import SCHEMA_VERSION, Migration
 from proxy.store.models import ModelExists, ModelNotFound, ModelStore
 from proxy.store.spend import SpendWriter, spend_logs, total_spend
 

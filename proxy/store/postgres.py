@@ -14,7 +14,7 @@ one database as their source of truth. Written for many processes at once, as th
   ``query_value`` are single autocommit statements.
 - SQL is written once with ``?`` placeholders (see ``proxy/store/__init__``); it is translated
   to psycopg's ``%s`` once per distinct statement.
-- Migrations: ``db.MIGRATIONS`` (each step's ``postgresql`` statements), the applied count in the
+- Migrations: ``migrations.MIGRATIONS`` (each step's ``postgresql`` statements), the applied count in the
   one-row table ``llmrelay_schema``. Each step is one transaction holding a transaction-level
   advisory lock, re-reading the version after taking it: workers and instances opening an old
   database together apply each step once. PostgreSQL's DDL is transactional, so a failing step
@@ -48,7 +48,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from proxy.store import db as schema
+from proxy.store import migrations as schema
 from proxy.store.db import StoreBusy, StoreError
 
 log = logging.getLogger(__name__)

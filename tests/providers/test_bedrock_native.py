@@ -12,8 +12,9 @@ import pytest
 from proxy.context import RequestContext
 from proxy.deployment import Deployment
 from proxy.errors import BadRequest
+from proxy.providers.base import PassThroughCall
 from proxy.providers.bedrock import BedrockAdapter, translate_request
-from proxy.providers.bedrock_native import StreamTap, native_usage
+from proxy.providers.bedrock_native import PassThroughMeter, native_usage
 from tests.mock_upstream.native_servers import chunk_event, encode_frame, event
 
 # ruff: noqa: E501 - recorded payloads keep their lines whole
@@ -92,9 +93,10 @@ def test_tool_history_without_tools_gets_a_tool_config() -> None:
     assert "toolConfig" not in translate_request({"messages": [{"role": "user", "content": "hi"}]})
 
 
-def test_native_call_targets_the_deployment_model() -> None:
+def test_pass_through_targets_the_deployment_model() -> None:
     dep = deployment("anthropic.claude-3-haiku-20240307-v1:0")
-    call = ADAPTER.native_call(dep, "invoke-with-response-stream", b'{"x":1}', {"Content-Type": "application/json"})
+    sent = PassThroughCall("bedrock", "invoke-with-response-stream", b'{"x":1}', {"Content-Type": "application/json"})
+    call = ADAPTER.pass_through(sent, dep)
     assert call.url.endswith("/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-response-stream")
     assert call.stream and call.extra == {"binary": True} and call.body == b'{"x":1}'
 
@@ -112,6 +114,9 @@ def test_native_usage_of_answers() -> None:
     assert native_usage("invoke", {}, INVOKE_ANTHROPIC) == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
     assert native_usage("invoke", {}, TITAN_V1) == {"prompt_tokens": 2, "completion_tokens": 0, "total_tokens": 2}
     assert native_usage("invoke", {}, b"not json") is None
+    meter = PassThroughMeter("invoke")
+    meter.answer(headers, INVOKE_ANTHROPIC)
+    assert meter.usage == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
 
 
 def test_stream_tap_reads_usage_from_any_split_of_the_bytes() -> None:
@@ -119,7 +124,7 @@ def test_stream_tap_reads_usage_from_any_split_of_the_bytes() -> None:
                          event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
                          event("messageStop", {"stopReason": "end_turn"}),
                          event("metadata", {"usage": {"inputTokens": 7, "outputTokens": 2, "totalTokens": 9}})])
-    tap = StreamTap("converse-stream")
+    tap = PassThroughMeter("converse-stream")
     for i in range(0, len(converse), 5):  # 5 bytes at a time
         tap.feed(converse[i:i + 5])
     assert tap.usage == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
@@ -127,9 +132,9 @@ def test_stream_tap_reads_usage_from_any_split_of_the_bytes() -> None:
                        chunk_event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
                        chunk_event({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
                            "inputTokenCount": 10, "outputTokenCount": 6, "invocationLatency": 500, "firstByteLatency": 200}})])
-    tap = StreamTap("invoke-with-response-stream")
+    tap = PassThroughMeter("invoke-with-response-stream")
     tap.feed(invoke)
     assert tap.usage == {"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16}
-    broken = StreamTap("converse-stream")
+    broken = PassThroughMeter("converse-stream")
     broken.feed(encode_frame({":message-type": "event"}, b"{}")[:-1] + b"\x00" + b"garbage" * 5)
     assert broken.usage is None  # an undecodable stream is left alone, never raised on

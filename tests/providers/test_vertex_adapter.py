@@ -145,12 +145,12 @@ def test_tokens_are_refreshed_in_the_background_before_expiry(tmp_path: Path) ->
 
 def test_pass_through_meter() -> None:
     meter = PassThroughMeter()
-    meter.body(b'{"candidates": [], "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8}}')
+    meter.answer({}, b'{"candidates": [], "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8}}')
     assert meter.usage == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
     meter = PassThroughMeter()
     for line in CLAUDE_STREAM.splitlines(keepends=True):
-        meter.line(line)
+        meter.feed(line)
     assert meter.usage == {"prompt_tokens": 25, "completion_tokens": 15, "total_tokens": 40}
     meter = PassThroughMeter()
-    meter.body(orjson.dumps(PREDICT))
+    meter.answer({}, orjson.dumps(PREDICT))
     assert meter.usage == {"prompt_tokens": 8, "completion_tokens": 0, "total_tokens": 8}

@@ -120,7 +120,7 @@ def test_cost_based_picks_the_cheapest_known_price() -> None:
 
 
 def test_make_strategy_rejects_nothing_the_config_allows() -> None:
-    from proxy.config import ROUTING_STRATEGIES
+    from proxy.config_schema import ROUTING_STRATEGIES
 
     for name in ROUTING_STRATEGIES:
         assert make_strategy(name, state=None) is not None

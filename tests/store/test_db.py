@@ -15,8 +15,7 @@ from typing import Any
 import gevent
 import pytest
 
-from proxy.store import SCHEMA_VERSION, ModelStore, Store, StoreAPI, StoreBusy, connect
-from proxy.store import db as store_db
+from proxy.store import SCHEMA_VERSION, ModelStore, Store, StoreAPI, StoreBusy, connect, migrations
 from tests.store.conftest import Backend
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,10 +25,10 @@ def make_v1_database(backend: Backend, rows: int = 2) -> None:
     """A database as the first release left it: the models table only, schema version 1."""
     conn = backend.raw()
     if backend.sqlite:
-        conn.execute(store_db.MIGRATIONS[0].statements_for("sqlite")[0])
+        conn.execute(migrations.MIGRATIONS[0].statements_for("sqlite")[0])
         insert = "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?)"
     else:
-        conn.execute(store_db.MIGRATIONS[0].statements_for("postgresql")[0])
+        conn.execute(migrations.MIGRATIONS[0].statements_for("postgresql")[0])
         conn.execute("CREATE TABLE llmrelay_schema (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
         conn.execute("INSERT INTO llmrelay_schema VALUES (1, 0)")
         insert = "INSERT INTO models VALUES (%s, %s, %s, %s, %s, %s)"
@@ -92,9 +91,9 @@ def test_migrates_v1_database_and_keeps_its_rows(backend: Backend) -> None:
 
 def test_failed_migration_leaves_the_database_as_it_was(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     backend.open().close()
-    bad = store_db.Migration("bad", ("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL"))
-    monkeypatch.setattr(store_db, "MIGRATIONS", (*store_db.MIGRATIONS, bad))
-    monkeypatch.setattr(store_db, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    bad = migrations.Migration("bad", ("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL"))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, bad))
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(backend.error):
         backend.open()
     monkeypatch.undo()
@@ -105,13 +104,13 @@ def test_failed_migration_leaves_the_database_as_it_was(backend: Backend, monkey
 
 def test_migration_step_uses_its_dialect_statements(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     backend.open().close()
-    step = store_db.Migration(
+    step = migrations.Migration(
         "dialects",
         ("CREATE TABLE only_sqlite (x REAL)",),
         {"postgresql": ("CREATE TABLE only_postgresql (x DOUBLE PRECISION)",)},
     )
-    monkeypatch.setattr(store_db, "MIGRATIONS", (*store_db.MIGRATIONS, step))
-    monkeypatch.setattr(store_db, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, step))
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     store = backend.open()
     assert store.schema_version == SCHEMA_VERSION + 1
     tables = backend.tables(store)
