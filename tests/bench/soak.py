@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tests.bench.loadgen import ensure_wrk, run_wrk
 from tests.bench.procs import free_port, port_open
+from tests.install import llmrelay_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
                BENCH_DATABASE_PATH=str(tmp / "soak.db"), LLMRELAY_ACCESS_LOG="off")
     upstream = subprocess.Popen([sys.executable, "-m", "tests.bench.upstream", "--port", str(upstream_port)],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    proxy = subprocess.Popen([sys.executable, "-m", "proxy", "--config", "tests/bench/bench_config.yaml",
+    # the installed package, as users run it (tests/install.py), from a folder outside the checkout
+    proxy_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    proxy_env["LLMRELAY_STATE_DIR"] = str(tmp / "state")
+    proxy = subprocess.Popen([*llmrelay_command(), "--config", str(ROOT / "tests/bench/bench_config.yaml"),
                               "--host", "127.0.0.1", "--port", str(proxy_port), "--num_workers", "1"],
-                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             cwd=tmp, env=proxy_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(upstream_port)
         wait_port(proxy_port)
