@@ -42,12 +42,31 @@ from typing import Any
 
 import gevent
 import orjson
-from gevent.pywsgi import WSGIServer
 
 try:  # imported as part of the test package
-    from .openai_server import HTML_502, Disconnect, Incoming, MockApp, Response, _Handler, placeholder, words
+    from .openai_server import (
+        HTML_502,
+        Disconnect,
+        Incoming,
+        MockApp,
+        Response,
+        _Handler,
+        placeholder,
+        run_server,
+        words,
+    )
 except ImportError:  # run as a script: the sibling module is importable by name
-    from openai_server import HTML_502, Disconnect, Incoming, MockApp, Response, _Handler, placeholder, words
+    from openai_server import (
+        HTML_502,
+        Disconnect,
+        Incoming,
+        MockApp,
+        Response,
+        _Handler,
+        placeholder,
+        run_server,
+        words,
+    )
 
 DEFAULT_MODELS = ("claude-3-5-sonnet-20241022", "claude-3-5-haiku-20241022", "claude-sonnet-4-20250514")
 # kind -> (status, message): Anthropic's own bodies for these failures.
@@ -299,18 +318,7 @@ def serve(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     app = AnthropicMockApp(args.api_key, args.fail_status, args.delay, args.chunk_delay, not args.no_record,
                            DEFAULT_MODELS)
-    server = WSGIServer((args.host, args.port), app, handler_class=_Handler, log=None, backlog=2048)
-    server.start()
-    print(f"listening on {args.host}:{server.server_port}", flush=True)  # MockAnthropic.start() waits for it
-    if args.exit_with_parent:  # a crashed test run must not leave servers behind
-        parent = os.getppid()
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                gevent.sleep(0.5)
-            server.stop(timeout=0)
-        gevent.spawn(watch)
-    server.serve_forever()
+    run_server(app, args, _Handler)
 
 
 if __name__ == "__main__":

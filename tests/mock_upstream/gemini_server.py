@@ -46,14 +46,13 @@ from urllib.parse import parse_qs
 
 import gevent
 import orjson
-from gevent.pywsgi import WSGIServer
 
 try:  # imported as part of the test package
     from .anthropic_server import AnthropicMockApp
-    from .openai_server import Disconnect, Incoming, MockApp, Response, _Handler, placeholder, vector, words
+    from .openai_server import Disconnect, Incoming, MockApp, Response, _Handler, placeholder, run_server, vector, words
 except ImportError:  # run as a script
     from anthropic_server import AnthropicMockApp
-    from openai_server import Disconnect, Incoming, MockApp, Response, _Handler, placeholder, vector, words
+    from openai_server import Disconnect, Incoming, MockApp, Response, _Handler, placeholder, run_server, vector, words
 
 GEMINI_PATH = re.compile(r"^/v1(?:beta|alpha)?\d*/models/(?P<model>[^/:]+):(?P<method>\w+)$")
 VERTEX_PATH = re.compile(r"^/v1(?:beta1)?/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/"
@@ -330,18 +329,7 @@ def serve(argv: list[str] | None = None) -> None:
     public_key = open(args.public_key, "rb").read() if args.public_key else None  # noqa: SIM115
     app = GoogleMockApp(args.api_key, args.fail_status, args.delay, args.chunk_delay, not args.no_record, (),
                         public_key=public_key, token_ttl=args.token_ttl)
-    server = WSGIServer((args.host, args.port), app, handler_class=_Handler, log=None, backlog=2048)
-    server.start()
-    print(f"listening on {args.host}:{server.server_port}", flush=True)
-    if args.exit_with_parent:
-        parent = os.getppid()
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                gevent.sleep(0.5)
-            server.stop(timeout=0)
-        gevent.spawn(watch)
-    server.serve_forever()
+    run_server(app, args, _Handler)
 
 
 if __name__ == "__main__":

@@ -60,12 +60,11 @@ import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from gevent.pywsgi import WSGIServer
 
 try:  # imported as part of the test package
-    from .openai_server import MockApp, Response, _Handler, placeholder, vector, words
+    from .openai_server import MockApp, Response, _Handler, placeholder, run_server, vector, words
 except ImportError:  # run as a script: the sibling module is importable by name
-    from openai_server import MockApp, Response, _Handler, placeholder, vector, words
+    from openai_server import MockApp, Response, _Handler, placeholder, run_server, vector, words
 
 DEFAULT_KEYS = {"AKIDEXAMPLE": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
@@ -484,18 +483,7 @@ def serve(argv: list[str] | None = None) -> None:
     keys = dict(pair.split(":", 1) for pair in args.aws_key) or None
     app = NativeMockApp(args.api_key, args.fail_status, args.delay, args.chunk_delay, not args.no_record,
                         aws_keys=keys, sts_lifetime=args.sts_lifetime)
-    server = WSGIServer((args.host, args.port), app, handler_class=_RawHandler, log=None, backlog=2048)
-    server.start()
-    print(f"listening on {args.host}:{server.server_port}", flush=True)  # MockNativeServers.start() waits for it
-    if args.exit_with_parent:  # a crashed test run must not leave servers behind
-        parent = os.getppid()
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                gevent.sleep(0.5)
-            server.stop(timeout=0)
-        gevent.spawn(watch)
-    server.serve_forever()
+    run_server(app, args, _RawHandler)
 
 
 if __name__ == "__main__":

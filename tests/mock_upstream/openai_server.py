@@ -506,6 +506,24 @@ class MockApp:
         return reply({"id": "modr-" + os.urandom(12).hex(), "model": model, "results": results})
 
 
+def run_server(app: Any, args: argparse.Namespace, handler_class: type) -> None:
+    """Serve ``app`` on ``args.host:args.port`` until killed; say where on stdout (the handle in
+    tests/mock_upstream waits for that line), and stop with the parent when asked to, so a
+    crashed test run leaves no server behind."""
+    server = WSGIServer((args.host, args.port), app, handler_class=handler_class, log=None, backlog=2048)
+    server.start()
+    print(f"listening on {args.host}:{server.server_port}", flush=True)
+    if args.exit_with_parent:
+        parent = os.getppid()
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                gevent.sleep(0.5)
+            server.stop(timeout=0)
+        gevent.spawn(watch)
+    server.serve_forever()
+
+
 def serve(argv: list[str] | None = None) -> None:
     """Command line: run the server in this process until killed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -521,18 +539,7 @@ def serve(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     app = MockApp(args.api_key, args.fail_status, args.delay, args.chunk_delay, not args.no_record,
                   args.models.split(","))
-    server = WSGIServer((args.host, args.port), app, handler_class=_Handler, log=None, backlog=2048)
-    server.start()
-    print(f"listening on {args.host}:{server.server_port}", flush=True)  # MockOpenAI.start() waits for it
-    if args.exit_with_parent:  # a crashed test run must not leave servers behind
-        parent = os.getppid()
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                gevent.sleep(0.5)
-            server.stop(timeout=0)
-        gevent.spawn(watch)
-    server.serve_forever()
+    run_server(app, args, _Handler)
 
 
 if __name__ == "__main__":

@@ -33,14 +33,12 @@ N stream items, then the provider's in-stream error.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import gevent
 import orjson
-from gevent.pywsgi import WSGIServer
 
 try:  # imported as part of the test package
     from .openai_server import (
@@ -51,6 +49,7 @@ try:  # imported as part of the test package
         Response,
         _Handler,
         placeholder,
+        run_server,
         text_of,
         vector,
         words,
@@ -64,6 +63,7 @@ except ImportError:  # run as a script: the sibling module is importable by name
         Response,
         _Handler,
         placeholder,
+        run_server,
         text_of,
         vector,
         words,
@@ -316,18 +316,7 @@ def serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--exit-with-parent", action="store_true")
     args = parser.parse_args(argv)
     app = PromptMockApp(args.api_key, args.fail_status, args.delay, args.chunk_delay, not args.no_record)
-    server = WSGIServer((args.host, args.port), app, handler_class=_Handler, log=None, backlog=2048)
-    server.start()
-    print(f"listening on {args.host}:{server.server_port}", flush=True)  # MockPromptServers.start() waits for it
-    if args.exit_with_parent:  # a crashed test run must not leave servers behind
-        parent = os.getppid()
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                gevent.sleep(0.5)
-            server.stop(timeout=0)
-        gevent.spawn(watch)
-    server.serve_forever()
+    run_server(app, args, _Handler)
 
 
 if __name__ == "__main__":
