@@ -56,3 +56,20 @@ def test_openapi_has_request_schemas_and_the_config_schema(monkeypatch) -> None:
     new_model = spec["paths"]["/model/new"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert new_model == {"$ref": "#/components/schemas/ModelEntry"}
     assert "/health" in spec["paths"] and "/docs" in spec["paths"]
+
+
+def test_openapi_documents_what_views_really_answer(monkeypatch) -> None:
+    """Path parameters are declared, and non-object answers (HTML, a string, lists) are documented as such."""
+    monkeypatch.delenv("NO_DOCS", raising=False)
+    client = create_app(dict(CONFIG), live=False).test_client()
+    spec = client.get("/openapi.json").get_json()
+    azure = spec["paths"]["/openai/deployments/{deployment}/chat/completions"]["post"]
+    assert [p["name"] for p in azure["parameters"]] == ["deployment"]
+    assert [p["name"] for p in spec["paths"]["/models/{model_id}"]["get"]["parameters"]] == ["model_id"]
+    for path, media, kind in (("/", "text/html", "string"), ("/health/liveliness", "application/json", "string"),
+                              ("/spend/logs", "application/json", "array"), ("/team/list", "application/json", "array"),
+                              ("/models", "application/json", "object")):
+        ok = spec["paths"][path]["get"]["responses"]["200"]["content"]
+        assert list(ok) == [media] and ok[media]["schema"]["type"] == kind, path
+    assert client.get("/").mimetype == "text/html"
+    assert isinstance(client.get("/health/liveliness").get_json(), str)
