@@ -52,6 +52,7 @@ def test_openapi_has_request_schemas_and_the_config_schema(monkeypatch) -> None:
     assert chat["responses"]["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     components = spec["components"]["schemas"]
     assert "messages" in components["ChatRequest"]["properties"]
+    assert components["ChatRequest"]["properties"]["messages"]["items"]["required"] == ["role"]
     assert {"model_list", "general_settings", "router_settings"} <= set(components["ConfigFile"]["properties"])
     new_model = spec["paths"]["/model/new"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert new_model == {"$ref": "#/components/schemas/ModelEntry"}
