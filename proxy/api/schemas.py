@@ -139,12 +139,20 @@ class CompletionRequest(Sampling):
     echo = fields.Bool(allow_none=True)
 
 
+def _no_stream(value: bool | None) -> None:
+    """Embeddings and moderations come whole: a stream asked for is a 400, not an SSE error event."""
+    if value:
+        raise ValidationError("streaming is not available for this endpoint")
+
+
 class EmbeddingRequest(OpenAIRequest):
+    stream = fields.Bool(allow_none=True, validate=_no_stream)
     input = fields.Raw(required=True, validate=text_or_tokens, metadata=TEXT_OR_TOKENS_DOC)
     dimensions = integer(1, 65536)
 
 
 class ModerationRequest(OpenAIRequest):
+    stream = fields.Bool(allow_none=True, validate=_no_stream)
     model = fields.Str(load_default="omni-moderation-latest")
     input = fields.Raw(required=True, validate=_moderation_input, metadata=MODERATION_INPUT_DOC)
 

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     with ProxyProcess(CONFIG, workers=args.proxy_workers) as proxy:
         try:
-            done = subprocess.run(schemathesis_command(args, proxy.url, report), cwd=ROOT, env=env,
+            done = subprocess.run(schemathesis_command(args, proxy.url, report), cwd=report, env=env,
                                   timeout=args.timeout, check=False)
             code: int | str = done.returncode
         except subprocess.TimeoutExpired:
