@@ -72,5 +72,9 @@ def test_openapi_documents_what_views_really_answer(monkeypatch) -> None:
                               ("/models", "application/json", "object")):
         ok = spec["paths"][path]["get"]["responses"]["200"]["content"]
         assert list(ok) == [media] and ok[media]["schema"]["type"] == kind, path
+    chat = spec["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert set(chat) == {"application/json", "text/event-stream"}  # "stream": true
+    assert {"type": "array", "items": {"type": "object"}} in chat["application/json"]["schema"]["anyOf"]  # "a,b"
+    assert set(spec["paths"]["/v1/embeddings"]["post"]["responses"]["200"]["content"]) == {"application/json"}
     assert client.get("/").mimetype == "text/html"
     assert isinstance(client.get("/health/liveliness").get_json(), str)

@@ -110,12 +110,17 @@ def openapi(app: Flask) -> dict[str, Any]:
                                  (429, "Rate limited"), (500, "Upstream or proxy error"))}
     for path, (summary, schema) in LLM_ENDPOINTS.items():
         body = {"$ref": f"#/components/schemas/{schema}"} if schema else {"type": "object"}
+        answer: dict[str, Any] = {"type": "object"}
+        if schema == "ChatRequest":  # "model": "a,b" answers a list, one answer per model
+            answer = {"anyOf": [answer, {"type": "array", "items": {"type": "object"}}]}
+        content: dict[str, Any] = {"application/json": {"schema": answer}}
+        if not path.endswith(("/embeddings", "/moderations", "/count_tokens")):
+            content["text/event-stream"] = {"schema": {"type": "string"}}  # "stream": true
         spec.path(path=path, operations={"post": {
             "summary": summary, "security": security, **path_parameters(path),
             "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
             "responses": {"200": {"description": "OpenAI- (or Anthropic-) format answer; text/event-stream "
-                                                  "when streaming", "content": {"application/json": {
-                                                      "schema": {"type": "object"}}}}, **errors}}})
+                                                  "when streaming", "content": content}, **errors}}})
     paths: dict[str, dict[str, Any]] = {}
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static" or rule.rule.startswith("/docs/assets"):
