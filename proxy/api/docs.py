@@ -115,7 +115,8 @@ def openapi(app: Flask) -> dict[str, Any]:
             answer = {"anyOf": [answer, {"type": "array", "items": {"type": "object"}}]}
         content: dict[str, Any] = {"application/json": {"schema": answer}}
         if not path.endswith(("/embeddings", "/moderations", "/count_tokens")):
-            content["text/event-stream"] = {"schema": {"type": "string"}}  # "stream": true
+            # "stream": true; the schema is of one event (``data:`` holds a JSON chunk, or [DONE])
+            content["text/event-stream"] = {"schema": {"type": "object", "properties": {"data": {"type": "string"}}}}
         spec.path(path=path, operations={"post": {
             "summary": summary, "security": security, **path_parameters(path),
             "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
