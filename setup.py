@@ -54,6 +54,9 @@ setup(
             "opentelemetry-proto>=1.25",  # the test OTLP receiver decodes what the otel exporter sends
             "hypothesis>=6.100",  # property-based fuzzing of the request surface (tests/e2e/test_fuzz.py)
         ],
+        "fuzz": [
+            "schemathesis>=4.0",  # on demand: python -m tests.fuzz.schemathesis_run against /openapi.json
+        ],
     },
     entry_points={"console_scripts": ["llmrelay=proxy.__main__:main"]},
 )

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from proxy.api import admin, anthropic, bedrock, docs, health, keys, metrics, models, openai, vertex
@@ -14,14 +14,14 @@ from proxy.api.body_limit import BodyLimit
 from proxy.api.render import error_response
 from proxy.bucket import config_path_from_env
 from proxy.config import Config, load_config, read_text
-from proxy.errors import ConfigError, ProxyError, error_for_status
+from proxy.errors import ConfigError, ProxyError, ServiceUnavailable, error_for_status
 from proxy.forwarded import ForwardedFor
 from proxy.gateway import Gateway, open_store
 from proxy.generations import INSTANCE_ENV, Generations, Instance
 from proxy.health import HealthMonitor
 from proxy.live import LiveUpdates
 from proxy.secrets import Secrets
-from proxy.store import StoreAPI, connect
+from proxy.store import StoreAPI, StoreError, connect
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,15 @@ def create_app(
         if status == 404:
             message = f"Not found: no endpoint at this path ({err.description})"
         return error_response(error_for_status(status)(message, status=status))
+
+    @app.errorhandler(StoreError)
+    def store_error(err: StoreError) -> Response:
+        # Locked past its timeout, read-only, full: the caller may try again later; LLM calls
+        # never wait on the store, so only admin calls end here.
+        log.warning("store: %s (%s)", err, request.path)
+        reason = err.__cause__ or "busy"
+        return error_response(ServiceUnavailable(f"The proxy's database is not available now ({reason}); "
+                                                 "try again later", code="store_unavailable"))
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception) -> Response:

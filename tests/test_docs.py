@@ -52,7 +52,29 @@ def test_openapi_has_request_schemas_and_the_config_schema(monkeypatch) -> None:
     assert chat["responses"]["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     components = spec["components"]["schemas"]
     assert "messages" in components["ChatRequest"]["properties"]
+    assert components["ChatRequest"]["properties"]["messages"]["items"]["required"] == ["role"]
     assert {"model_list", "general_settings", "router_settings"} <= set(components["ConfigFile"]["properties"])
     new_model = spec["paths"]["/model/new"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert new_model == {"$ref": "#/components/schemas/ModelEntry"}
     assert "/health" in spec["paths"] and "/docs" in spec["paths"]
+
+
+def test_openapi_documents_what_views_really_answer(monkeypatch) -> None:
+    """Path parameters are declared, and non-object answers (HTML, a string, lists) are documented as such."""
+    monkeypatch.delenv("NO_DOCS", raising=False)
+    client = create_app(dict(CONFIG), live=False).test_client()
+    spec = client.get("/openapi.json").get_json()
+    azure = spec["paths"]["/openai/deployments/{deployment}/chat/completions"]["post"]
+    assert [p["name"] for p in azure["parameters"]] == ["deployment"]
+    assert [p["name"] for p in spec["paths"]["/models/{model_id}"]["get"]["parameters"]] == ["model_id"]
+    for path, media, kind in (("/", "text/html", "string"), ("/health/liveliness", "application/json", "string"),
+                              ("/spend/logs", "application/json", "array"), ("/team/list", "application/json", "array"),
+                              ("/models", "application/json", "object")):
+        ok = spec["paths"][path]["get"]["responses"]["200"]["content"]
+        assert list(ok) == [media] and ok[media]["schema"]["type"] == kind, path
+    chat = spec["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert set(chat) == {"application/json", "text/event-stream"}  # "stream": true
+    assert {"type": "array", "items": {"type": "object"}} in chat["application/json"]["schema"]["anyOf"]  # "a,b"
+    assert set(spec["paths"]["/v1/embeddings"]["post"]["responses"]["200"]["content"]) == {"application/json"}
+    assert client.get("/").mimetype == "text/html"
+    assert isinstance(client.get("/health/liveliness").get_json(), str)

@@ -78,3 +78,17 @@ def test_values_in_range_pass_unchanged(field, value) -> None:
 
     body = {"model": "m", "messages": MSG, field: value}
     assert parse_body("chat", orjson.dumps(body))[field] == value
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/moderations"])
+def test_a_stream_asked_of_embeddings_or_moderations_is_a_400_not_an_sse_error(path: str) -> None:
+    """Found by schemathesis: "stream": true got a 200 text/event-stream holding an error event."""
+    from proxy.app import create_app
+    from tests.helpers import mock_model
+
+    client = create_app({"model_list": [mock_model("m")]}, live=False).test_client()
+    resp = client.post(path, json={"model": "m", "input": "hi", "stream": True})
+    assert resp.status_code == 400 and resp.mimetype == "application/json"
+    assert resp.get_json()["error"]["param"] == "stream"
+    plain = client.post(path, json={"model": "m", "input": "hi", "stream": False})
+    assert plain.status_code == 200 or plain.get_json()["error"]["param"] != "stream"

@@ -9,6 +9,7 @@ under ``/docs/assets/``: the page works with no internet access (air-gapped depl
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,19 @@ LLM_ENDPOINTS: dict[str, tuple[str, str | None]] = {
     "/v1/messages/count_tokens": ("Anthropic token count", None),
     "/anthropic/v1/messages": ("Anthropic Messages API (for base_url=<proxy>/anthropic)", None),
     "/anthropic/v1/messages/count_tokens": ("Anthropic token count (for base_url=<proxy>/anthropic)", None),
+}
+
+#: Views whose 200 is not a JSON object: path -> (media type, schema). Every other view answers
+#: an object; a document that claimed so for these would be wrong (schemathesis checks it).
+NON_OBJECT_ANSWERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "/": ("text/html", {"type": "string"}),
+    "/docs": ("text/html", {"type": "string"}),
+    "/health/liveliness": ("application/json", {"type": "string"}),  # "I'm alive!", as LiteLLM answers
+    "/health/liveness": ("application/json", {"type": "string"}),
+    "/metrics": ("text/plain", {"type": "string"}),  # Prometheus' text format
+    "/metrics/": ("text/plain", {"type": "string"}),
+    "/spend/logs": ("application/json", {"type": "array", "items": {"type": "object"}}),
+    "/team/list": ("application/json", {"type": "array", "items": {"type": "object"}}),
 }
 
 ERROR_SCHEMA = {
@@ -69,6 +83,15 @@ def docs_disabled() -> bool:
     return os.environ.get("NO_DOCS", "").strip().lower() in ("1", "true", "yes")
 
 
+def path_parameters(path: str) -> dict[str, Any]:
+    """The ``parameters`` of an operation: one required string per ``{name}`` in its path."""
+    names = re.findall(r"{([^}]+)}", path)
+    if not names:
+        return {}
+    return {"parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                           for name in names]}
+
+
 def openapi(app: Flask) -> dict[str, Any]:
     """An OpenAPI 3 document of every route: the LLM endpoints and the Flask views, with the
     request schemas that validate them and the config.yaml schema as a component."""
@@ -87,12 +110,18 @@ def openapi(app: Flask) -> dict[str, Any]:
                                  (429, "Rate limited"), (500, "Upstream or proxy error"))}
     for path, (summary, schema) in LLM_ENDPOINTS.items():
         body = {"$ref": f"#/components/schemas/{schema}"} if schema else {"type": "object"}
+        answer: dict[str, Any] = {"type": "object"}
+        if schema == "ChatRequest":  # "model": "a,b" answers a list, one answer per model
+            answer = {"anyOf": [answer, {"type": "array", "items": {"type": "object"}}]}
+        content: dict[str, Any] = {"application/json": {"schema": answer}}
+        if not path.endswith(("/embeddings", "/moderations", "/count_tokens")):
+            # "stream": true; the schema is of one event (``data:`` holds a JSON chunk, or [DONE])
+            content["text/event-stream"] = {"schema": {"type": "object", "properties": {"data": {"type": "string"}}}}
         spec.path(path=path, operations={"post": {
-            "summary": summary, "security": security,
+            "summary": summary, "security": security, **path_parameters(path),
             "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
             "responses": {"200": {"description": "OpenAI- (or Anthropic-) format answer; text/event-stream "
-                                                  "when streaming", "content": {"application/json": {
-                                                      "schema": {"type": "object"}}}}, **errors}}})
+                                                  "when streaming", "content": content}, **errors}}})
     paths: dict[str, dict[str, Any]] = {}
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static" or rule.rule.startswith("/docs/assets"):
@@ -101,15 +130,12 @@ def openapi(app: Flask) -> dict[str, Any]:
         view = app.view_functions[rule.endpoint]
         summary = (view.__doc__ or rule.endpoint).strip().splitlines()[0]
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            op: dict[str, Any] = {"summary": summary, "security": security,
-                                  "responses": {"200": {"description": "OK", "content": {"application/json": {
-                                      "schema": {"type": "object"}}}}, **errors}}
+            media, answer = NON_OBJECT_ANSWERS.get(path, ("application/json", {"type": "object"}))
+            op: dict[str, Any] = {"summary": summary, "security": security, **path_parameters(path),
+                                  "responses": {"200": {"description": "OK", "content": {media: {
+                                      "schema": answer}}}, **errors}}
             if method in ("POST", "PUT", "PATCH"):
                 op["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
-            params = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
-                      for arg in sorted(rule.arguments)]
-            if params:
-                op["parameters"] = params
             paths.setdefault(path, {})[method.lower()] = op
     if "post" in paths.get("/model/new", {}):  # a runtime model is validated as a model_list entry
         paths["/model/new"]["post"]["requestBody"] = {"content": {"application/json": {"schema": {

@@ -112,8 +112,19 @@ class Sampling(OpenAIRequest):
                              allow_none=True)
 
 
+_TOKEN = {"type": "integer", "minimum": 0, "maximum": INT32_MAX}
+#: What /openapi.json says of the values ``text_or_tokens`` and ``_moderation_input`` take.
+TEXT_OR_TOKENS_DOC = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"anyOf": [
+    {"type": "string"}, _TOKEN, {"type": "array", "items": _TOKEN}]}}]}
+MODERATION_INPUT_DOC = {"anyOf": [{"type": "string"}, {"type": "array", "items": {
+    "anyOf": [{"type": "string"}, {"type": "object"}]}}]}
+#: What /openapi.json says of a message (``_has_roles`` checks it; the rest is passed on as sent).
+MESSAGE_DOC = {"required": ["role"], "properties": {"role": {"type": "string"}}}
+
+
 class ChatRequest(Sampling):
-    messages = fields.List(fields.Dict(), required=True, validate=[validate.Length(min=1), _has_roles])
+    messages = fields.List(fields.Dict(metadata=MESSAGE_DOC), required=True,
+                           validate=[validate.Length(min=1), _has_roles])
     max_completion_tokens = integer(1)
     top_logprobs = integer(0, 20)
     top_k = integer(0)  # not OpenAI's; sent by Anthropic clients and forwarded to providers that take it
@@ -122,20 +133,28 @@ class ChatRequest(Sampling):
 
 
 class CompletionRequest(Sampling):
-    prompt = fields.Raw(required=True, validate=text_or_tokens)
+    prompt = fields.Raw(required=True, validate=text_or_tokens, metadata=TEXT_OR_TOKENS_DOC)
     best_of = integer(1, 20)
     logprobs = integer(0, 5)
     echo = fields.Bool(allow_none=True)
 
 
+def _no_stream(value: bool | None) -> None:
+    """Embeddings and moderations come whole: a stream asked for is a 400, not an SSE error event."""
+    if value:
+        raise ValidationError("streaming is not available for this endpoint")
+
+
 class EmbeddingRequest(OpenAIRequest):
-    input = fields.Raw(required=True, validate=text_or_tokens)
+    stream = fields.Bool(allow_none=True, validate=_no_stream)
+    input = fields.Raw(required=True, validate=text_or_tokens, metadata=TEXT_OR_TOKENS_DOC)
     dimensions = integer(1, 65536)
 
 
 class ModerationRequest(OpenAIRequest):
+    stream = fields.Bool(allow_none=True, validate=_no_stream)
     model = fields.Str(load_default="omni-moderation-latest")
-    input = fields.Raw(required=True, validate=_moderation_input)
+    input = fields.Raw(required=True, validate=_moderation_input, metadata=MODERATION_INPUT_DOC)
 
 
 _PLAIN_TYPES: dict[type, tuple[type, ...]] = {

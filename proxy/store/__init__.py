@@ -35,8 +35,9 @@ The contract (all that code above the store may rely on; ``api.StoreAPI`` types 
 ``store.timeout`` (seconds); ``store.close()``.
 
 Errors: ``StoreBusy`` when a lock or a pooled connection is not had within ``timeout`` (or
-contention outlasts it); ``StoreError`` is its base. Others (constraint violations, bad SQL)
-come from the driver as they are.
+contention outlasts it); ``StoreUnavailable`` (SQLite) when the database refuses work: its file
+went read-only, the disk is full, an I/O error; ``StoreError`` is their base, and the app answers
+it as a 503. Others (constraint violations, bad SQL) come from the driver as they are.
 
 SQL is written once, for both:
 
@@ -67,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.errors import ConfigError
 from proxy.store.api import StoreAPI
-from proxy.store.db import Store, StoreBusy, StoreError
+from proxy.store.db import Store, StoreBusy, StoreError, StoreUnavailable
 from proxy.store.migrations import SCHEMA_VERSION, Migration
 from proxy.store.models import ModelExists, ModelNotFound, ModelStore
 from proxy.store.spend import SpendWriter, spend_logs, total_spend
@@ -86,6 +87,7 @@ __all__ = [
     "StoreAPI",
     "StoreBusy",
     "StoreError",
+    "StoreUnavailable",
     "connect",
     "is_database_url",
     "open_store",

@@ -64,6 +64,22 @@ class StoreBusy(StoreError):
     """The database stayed locked, or no pooled connection came free, for ``timeout`` seconds."""
 
 
+class StoreUnavailable(StoreError):
+    """The database refuses the operation for a reason outside the proxy: its file went
+    read-only, the disk is full, an I/O error. Nothing to retry at once; it may pass."""
+
+
+#: SQLite's primary result codes (``sqlite_errorcode & 0xFF``) of a database that refuses work.
+_UNAVAILABLE_CODES = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+                                sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM})
+
+
+def is_unavailable(exc: sqlite3.OperationalError) -> bool:
+    """A read-only, full or failing database file (``StoreUnavailable``), by SQLite's result code."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _UNAVAILABLE_CODES
+
+
 def is_busy(exc: BaseException) -> bool:
     """SQLITE_BUSY / SQLITE_LOCKED surface as OperationalError with these messages."""
     if not isinstance(exc, sqlite3.OperationalError):
@@ -88,6 +104,14 @@ def _native_sleep() -> Callable[[float], None]:
     except ImportError:  # pragma: no cover
         return time.sleep
     return monkey.get_original("time", "sleep")  # type: ignore[no-any-return]
+
+
+def _captured(fn: Callable[..., T], *args: Any) -> tuple[T | None, BaseException | None]:
+    """``fn(*args)`` as ``(result, None)``, or ``(None, error)`` if it raised."""
+    try:
+        return fn(*args), None
+    except Exception as exc:
+        return None, exc
 
 
 class SqliteTransaction:
@@ -189,6 +213,8 @@ class Store:
                 row = db.conn.execute(sql, params).fetchone()
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
+                    if is_unavailable(exc):
+                        raise StoreUnavailable(f"{self.path}: {exc}") from exc
                     raise
                 row = self._retrying(lambda: db.conn.execute(sql, params).fetchone(), time.sleep)
             return None if row is None else row[0]
@@ -231,9 +257,13 @@ class Store:
                 self._checkin(db)
         import gevent
 
-        task = gevent.get_hub().threadpool.spawn(fn, db, _native_sleep())
+        # The thread hands an error back as a value: raised in the thread, gevent would also
+        # print its traceback to stderr, for an error the caller handles (a full disk, a lock).
+        task = gevent.get_hub().threadpool.spawn(_captured, fn, db, _native_sleep())
         try:
-            result: T = task.get()
+            result, error = task.get()
+            if error is not None:
+                raise error
         except BaseException:
             if task.ready():
                 self._checkin(db)
@@ -243,7 +273,7 @@ class Store:
                 task.rawlink(lambda _task: self._checkin(db))
             raise
         self._checkin(db)
-        return result
+        return result  # type: ignore[return-value]  # None only together with an error
 
     def _checkout(self) -> Database:
         if self._closed:
@@ -354,6 +384,8 @@ class Store:
                 return attempt()
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
+                    if is_unavailable(exc):
+                        raise StoreUnavailable(f"{self.path}: {exc}") from exc
                     raise
                 if time.monotonic() + delay > deadline:
                     raise StoreBusy(f"{self.path}: {exc} (gave up after {self.timeout}s)") from exc

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from proxy.store.api import StoreAPI, Transaction
+from proxy.store.db import StoreError
 from proxy.store.keys import Total, add_spend_totals
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,12 @@ class SpendWriter:
                 continue
             try:
                 self.flush()
+            except StoreError as exc:  # locked, read-only, full: a known outage, one line a try
+                log.warning("spend log: flush failed (%s); %d rows wait for the next try", exc, len(self._queue))
+                self._stop.wait(self.flush_interval)  # do not spin while the database is failing
             except Exception:
                 log.exception("spend log: flush failed; %d rows wait for the next try", len(self._queue))
-                self._stop.wait(self.flush_interval)  # do not spin while the database is failing
+                self._stop.wait(self.flush_interval)
             else:
                 self._sync_flush_failed = False
 

@@ -9,10 +9,15 @@ test_spend.py).
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import socket
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -125,3 +130,87 @@ def test_a_locked_store_does_not_stop_requests(upstream: MockOpenAI) -> None:
         logs = requests.get(f"{server.url}/spend/logs", timeout=10, headers={"Authorization": "Bearer sk-m"})
         assert logs.status_code == 200 and len(logs.json()) >= 5
 
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "16m") -> Iterator[Path]:
+    """A tmpfs of its own at ``folder`` (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs for the store needs root")
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until its filesystem has no byte left."""
+    with open(path, "wb", buffering=0) as out:
+        for chunk in (b"\0" * 65536, b"\0" * 4096, b"\0"):
+            try:
+                while True:
+                    out.write(chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+
+def test_a_store_that_refuses_writes_keeps_serving_and_keeps_the_spend_rows(tmp_path: Path) -> None:
+    """The store's filesystem stops taking writes while the proxy runs, then takes them again.
+
+    The fault is a full disk: SQLite gets ENOSPC ("database or disk is full") on the files it
+    holds open. A read-only remount cannot be had under them: Linux refuses to remount any
+    filesystem (tmpfs, bind mount, loop image) read-only while a file on it is open for writing,
+    as SQLite's database, WAL and shared-memory files are. Both faults reach the proxy as the
+    same thing, a store that fails every write.
+    """
+    master = {"Authorization": "Bearer sk-m"}
+    with small_disk(tmp_path / "disk") as disk:
+        db_path = disk / "llmrelay.db"
+        config = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/demo",
+                                                                        "mock_response": "hi"}}],
+                  "general_settings": {"master_key": "sk-m", "database_path": str(db_path)}}
+        with ProxyProcess(config) as server:
+            made = requests.post(f"{server.url}/key/generate", headers=master, json={"models": ["m"]}, timeout=10)
+            assert made.status_code == 200
+            key = {"Authorization": f"Bearer {made.json()['key']}"}
+
+            def chat(headers: dict[str, str]) -> requests.Response:
+                return requests.post(f"{server.url}/v1/chat/completions", headers=headers, timeout=10,
+                                     json={"model": "m", "messages": MSG})
+
+            assert chat(key).status_code == 200  # the key is known to the worker now
+            before = len(requests.get(f"{server.url}/spend/logs", headers=master, timeout=10).json())
+            with sqlite3.connect(db_path) as db:  # an empty WAL: the next commit must grow a file
+                assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+            fill(disk / "filler")
+
+            served = [chat(master if i % 2 else key) for i in range(6)]
+            assert [r.status_code for r in served] == [200] * 6
+            refused = requests.post(f"{server.url}/key/generate", headers=master, json={"models": ["m"]}, timeout=30)
+            assert refused.status_code == 503, refused.text
+            error = openai_error(refused)
+            assert error["code"] == "store_unavailable" and error["type"] == "api_error"
+            assert "Traceback" not in refused.text and "database or disk is full" in error["message"]
+            time.sleep(1.5)  # the spend writer has tried, and failed, to write the rows meanwhile
+            assert "rows wait for the next try" in server.log()
+            assert len(requests.get(f"{server.url}/spend/logs", headers=master, timeout=10).json()) == before
+
+            (disk / "filler").unlink()  # room again
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                logs = requests.get(f"{server.url}/spend/logs", headers=master, timeout=10).json()
+                if len(logs) >= before + 6:
+                    break
+                time.sleep(0.2)
+            assert {r["request_id"] for r in logs} >= {r.headers["x-litellm-call-id"] for r in served}
+            again = requests.post(f"{server.url}/key/generate", headers=master, json={"models": ["m"]}, timeout=10)
+            assert again.status_code == 200
+            log = server.log()
+        assert "dropped" not in log  # nothing lost: the writer kept every row until it could write
+        assert "Traceback" not in log, log  # a known outage is one line in the log, not a stack

@@ -398,3 +398,23 @@ def test_concurrent_opens_migrate_an_old_database_once(backend: Backend, caplog:
     assert store.schema_version == SCHEMA_VERSION
     assert [r["id"] for r in ModelStore(store).list()] == ["m0", "m1", "m2"]
     assert ModelStore(store).models_version() == 3  # step 2 ran once: its INSERT would fail twice
+
+
+def test_a_database_that_refuses_writes_is_store_unavailable(tmp_path: Path) -> None:
+    """SQLite's read-only / full / I/O result codes become StoreUnavailable (the app's 503);
+    other errors stay as the driver raised them."""
+    import sqlite3
+
+    from proxy.store import StoreUnavailable
+
+    with Store(tmp_path / "ro.db", pool_limit=1, offload=False) as store:
+        def refused(tx: Any) -> None:
+            tx.execute("PRAGMA query_only = ON")  # the connection now answers SQLITE_READONLY to writes
+            tx.execute("CREATE TABLE scratch (x)")
+
+        with pytest.raises(StoreUnavailable, match="readonly") as caught:
+            store.write(refused)
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    with Store(tmp_path / "rw.db", pool_limit=1, offload=False) as store, \
+            pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store.write(lambda tx: tx.execute("INSERT INTO nowhere VALUES (1)"))
