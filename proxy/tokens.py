@@ -22,26 +22,7 @@ as text; an image part counts ``LOW_DETAIL_IMAGE_TOKENS`` at ``detail: low`` and
 ``DEFAULT_IMAGE_TOKENS`` (its real size is unknown without fetching it); ``tool_calls`` and
 ``function_call`` count their function names and arguments.
 
-Large inputs never hold the gevent hub. A 20 MB prompt is ~4 s of tokenizer work (measured on
-the 2-core development machine: tiktoken cl100k_base counts ~3.4 MB/s on one 4.5 MB text, ~8 MB/s
-in 64 KiB slices). Choices, by measurement (the longest pause of a 0.5 ms ticker on the main
-thread while 4.5 MB of text is counted in a worker thread):
-
-- the whole text in a thread: tiktoken's Rust encode releases the GIL, but building the Python
-  list of 2.2 M token ids does not: a 271 ms pause;
-- 64 KiB slices in a thread: 12 ms longest pause, 0.57 s in all (faster than one call);
-- 64 KiB slices inline, yielding between them: 6.6 ms of hub time per slice, and the hub does
-  nothing else while the big count runs.
-
-In the gevent worker, counting a 19.5 MB prompt for gpt-4o paused a 1 ms ticker greenlet for
-1,699 ms when counted in one call; counted as below, the longest pause was 5.7 ms (2.2 s in all),
-and with ``limit=128000`` the count stopped after 29 ms.
-
-So a text longer than ``SLICE_CHARS`` is cut at spaces into slices counted one by one in
-gevent's threadpool (exact for ordinary text: a cut before a space is where tiktoken's
-pre-tokenizer splits anyway), and many short texts counted inline yield to the hub every
-``YIELD_CHARS`` characters. ``count(..., limit=N)`` stops as soon as the count passes N: the
-context-window pre-check only needs to know that a prompt is over the largest window.
+Large inputs never hold the gevent hub: see ``proxy/hub_counting.py``.
 
 Offline: the tiktoken encodings are the ones bundled with the package (``proxy.encodings``),
 never downloaded, loaded once per process. Encodings and tokenizers load on first use or in
@@ -55,7 +36,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -67,7 +48,6 @@ import tiktoken
 from tiktoken.model import encoding_name_for_model
 from tokenizers import Tokenizer
 
-# ENCODINGS, TOKENIZER_DIR, EncodingSpec and TokenizerLoadError are part of this module's API too.
 from proxy.encodings import (
     ENCODING_ALIASES,
     ENCODINGS,
@@ -76,6 +56,9 @@ from proxy.encodings import (
     load_encoding,
 )
 from proxy.encodings import EncodingSpec as EncodingSpec
+
+# ENCODINGS, TOKENIZER_DIR, EncodingSpec and TokenizerLoadError are part of this module's API too.
+from proxy.hub_counting import SLICE_CHARS, YIELD_CHARS, HubFriendly, LimitPassed
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +81,6 @@ MODEL_CACHE_SIZE = 4096
 
 TextCounter = Callable[[str], int]
 
-SLICE_CHARS = 64 * 1024  # a longer text is counted in slices in gevent's threadpool
-YIELD_CHARS = 64 * 1024  # inline counting yields to the hub after this many characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +256,7 @@ class TokenCounter:
 
         total = 0
         if text_len is not _approximate_len:
-            text_len = _HubFriendly(text_len, limit)
+            text_len = HubFriendly(text_len, limit)
         try:
             if messages:
                 total += _count_messages(
@@ -285,7 +266,7 @@ class TokenCounter:
                 total += _count_tools(tools, text_len, tool_func_init)
             if prompt is not None:
                 total += _count_prompt(prompt, text_len, hf_tokenizer)
-        except _LimitPassed as passed:
+        except LimitPassed as passed:
             total = passed.seen
         return TokenCount(total_tokens=total, tokenizer_type=tokenizer_type, model_used=model_used)
 
@@ -341,56 +322,6 @@ def _tiktoken_counter(encoding: tiktoken.Encoding) -> TextCounter:
         return len(encode(text))
 
     return count
-
-
-class _LimitPassed(Exception):
-    def __init__(self, seen: int) -> None:
-        super().__init__(seen)
-        self.seen = seen
-
-
-class _HubFriendly:
-    """A text counter that keeps the hub free (see the module docstring) and stops at ``limit``."""
-
-    __slots__ = ("_count", "_inline", "_limit", "_seen")
-
-    def __init__(self, count: TextCounter, limit: int | None) -> None:
-        self._count = count
-        self._limit = limit
-        self._inline = 0  # characters counted inline since the last yield
-        self._seen = 0  # tokens counted so far in this call
-
-    def __call__(self, text: str) -> int:
-        if len(text) <= SLICE_CHARS:
-            self._inline += len(text) + 32  # + per-call cost: many empty texts add up too
-            if self._inline > YIELD_CHARS:
-                self._inline = 0
-                gevent.sleep(0)
-            return self._add(self._count(text))
-        pool = gevent.get_hub().threadpool
-        total = 0
-        for piece in _slices(text):
-            total += self._add(pool.apply(self._count, (piece,)))
-        return total
-
-    def _add(self, tokens: int) -> int:
-        self._seen += tokens
-        if self._limit is not None and self._seen > self._limit:
-            raise _LimitPassed(self._seen)
-        return tokens
-
-
-def _slices(text: str, size: int = SLICE_CHARS) -> Iterator[str]:
-    """``text`` in pieces of at most ``size`` characters, cut before a space where there is one."""
-    start, end_of_text = 0, len(text)
-    while start < end_of_text:
-        end = start + size
-        if end < end_of_text:
-            cut = text.rfind(" ", start + size // 2, end)
-            if cut > start:
-                end = cut
-        yield text[start:end]
-        start = end
 
 
 def _hf_counter(tokenizer: Tokenizer) -> TextCounter:
