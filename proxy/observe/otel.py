@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import gevent
+
 from proxy.observe.exporters import Exporter, env, parse_headers
 
 OPERATIONS = {"completion": "chat", "text_completion": "text_completion", "embedding": "embeddings",
@@ -36,7 +38,10 @@ def traces_endpoint(environ: Mapping[str, str]) -> str:
 
 class OTel(Exporter):
     name = "otel"
-    batch_size = 200
+    # Making and encoding spans is CPU work on the hub: small batches, with a yield every few
+    # records, so requests are served in between instead of waiting for a whole batch.
+    batch_size = 50
+    yield_every = 8
 
     def __init__(self, environ: Mapping[str, str], on_drop: Callable[[str, int], None] | None = None) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -65,8 +70,10 @@ class OTel(Exporter):
         from opentelemetry.sdk.trace.export import SpanExportResult
 
         self._finished.clear()
-        for record in batch:
+        for i, record in enumerate(batch, 1):
             self.spans(record)
+            if i % self.yield_every == 0:
+                gevent.sleep(0)
         spans, self._finished[:] = list(self._finished), []
         if spans and self.exporter.export(spans) is not SpanExportResult.SUCCESS:
             raise RuntimeError(f"OTLP export of {len(spans)} spans to {self.endpoint} failed")
