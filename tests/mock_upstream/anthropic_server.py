@@ -34,7 +34,6 @@ failure controls work exactly as in the OpenAI mock (see README.md); what differ
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from collections.abc import Iterator
@@ -51,6 +50,7 @@ try:  # imported as part of the test package
         MockApp,
         Response,
         _Handler,
+        mock_parser,
         placeholder,
         run_server,
         words,
@@ -63,6 +63,7 @@ except ImportError:  # run as a script: the sibling module is importable by name
         MockApp,
         Response,
         _Handler,
+        mock_parser,
         placeholder,
         run_server,
         words,
@@ -306,15 +307,7 @@ class AnthropicMockApp(MockApp):
 
 def serve(argv: list[str] | None = None) -> None:
     """Command line: run the server in this process until killed."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key")
-    parser.add_argument("--fail-status", type=int)
-    parser.add_argument("--delay", type=float, default=0.0)
-    parser.add_argument("--chunk-delay", type=float, default=0.0)
-    parser.add_argument("--no-record", action="store_true")
-    parser.add_argument("--exit-with-parent", action="store_true")
+    parser = mock_parser(__doc__)
     args = parser.parse_args(argv)
     app = AnthropicMockApp(args.api_key, args.fail_status, args.delay, args.chunk_delay, not args.no_record,
                            DEFAULT_MODELS)

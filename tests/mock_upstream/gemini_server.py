@@ -35,7 +35,6 @@ ends a stream with an error event.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import re
@@ -49,10 +48,32 @@ import orjson
 
 try:  # imported as part of the test package
     from .anthropic_server import AnthropicMockApp
-    from .openai_server import Disconnect, Incoming, MockApp, Response, _Handler, placeholder, run_server, vector, words
+    from .openai_server import (
+        Disconnect,
+        Incoming,
+        MockApp,
+        Response,
+        _Handler,
+        mock_parser,
+        placeholder,
+        run_server,
+        vector,
+        words,
+    )
 except ImportError:  # run as a script
     from anthropic_server import AnthropicMockApp
-    from openai_server import Disconnect, Incoming, MockApp, Response, _Handler, placeholder, run_server, vector, words
+    from openai_server import (
+        Disconnect,
+        Incoming,
+        MockApp,
+        Response,
+        _Handler,
+        mock_parser,
+        placeholder,
+        run_server,
+        vector,
+        words,
+    )
 
 GEMINI_PATH = re.compile(r"^/v1(?:beta|alpha)?\d*/models/(?P<model>[^/:]+):(?P<method>\w+)$")
 VERTEX_PATH = re.compile(r"^/v1(?:beta1)?/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/"
@@ -314,15 +335,7 @@ class GoogleMockApp(MockApp):
 
 
 def serve(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key")
-    parser.add_argument("--fail-status", type=int)
-    parser.add_argument("--delay", type=float, default=0.0)
-    parser.add_argument("--chunk-delay", type=float, default=0.0)
-    parser.add_argument("--no-record", action="store_true")
-    parser.add_argument("--exit-with-parent", action="store_true")
+    parser = mock_parser(__doc__)
     parser.add_argument("--public-key", help="PEM file: token requests must be signed by its private key")
     parser.add_argument("--token-ttl", type=int, default=3600)
     args = parser.parse_args(argv)

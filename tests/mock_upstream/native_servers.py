@@ -44,7 +44,6 @@ context_length_exceeded`` (Bedrock's 400 "Input is too long for requested model.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import re
@@ -62,9 +61,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 try:  # imported as part of the test package
-    from .openai_server import MockApp, Response, _Handler, placeholder, run_server, vector, words
+    from .openai_server import MockApp, Response, _Handler, mock_parser, placeholder, run_server, vector, words
 except ImportError:  # run as a script: the sibling module is importable by name
-    from openai_server import MockApp, Response, _Handler, placeholder, run_server, vector, words
+    from openai_server import MockApp, Response, _Handler, mock_parser, placeholder, run_server, vector, words
 
 DEFAULT_KEYS = {"AKIDEXAMPLE": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
@@ -467,15 +466,7 @@ class _RawHandler(_Handler):
 
 def serve(argv: list[str] | None = None) -> None:
     """Command line: run the server in this process until killed."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key")
-    parser.add_argument("--fail-status", type=int)
-    parser.add_argument("--delay", type=float, default=0.0)
-    parser.add_argument("--chunk-delay", type=float, default=0.0)
-    parser.add_argument("--no-record", action="store_true")
-    parser.add_argument("--exit-with-parent", action="store_true")
+    parser = mock_parser(__doc__)
     parser.add_argument("--aws-key", action="append", default=[], help="ACCESS_KEY_ID:SECRET (repeatable)")
     parser.add_argument("--sts-lifetime", type=float, default=3600.0)
     parser.add_argument("--models")

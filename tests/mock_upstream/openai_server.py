@@ -506,6 +506,20 @@ class MockApp:
         return reply({"id": "modr-" + os.urandom(12).hex(), "model": model, "results": results})
 
 
+def mock_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The command-line options every mock upstream takes (a server adds its own)."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key")
+    parser.add_argument("--fail-status", type=int)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--chunk-delay", type=float, default=0.0)
+    parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--exit-with-parent", action="store_true")
+    return parser
+
+
 def run_server(app: Any, args: argparse.Namespace, handler_class: type) -> None:
     """Serve ``app`` on ``args.host:args.port`` until killed; say where on stdout (the handle in
     tests/mock_upstream waits for that line), and stop with the parent when asked to, so a
@@ -526,16 +540,8 @@ def run_server(app: Any, args: argparse.Namespace, handler_class: type) -> None:
 
 def serve(argv: list[str] | None = None) -> None:
     """Command line: run the server in this process until killed."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key")
-    parser.add_argument("--fail-status", type=int)
-    parser.add_argument("--delay", type=float, default=0.0)
-    parser.add_argument("--chunk-delay", type=float, default=0.0)
+    parser = mock_parser(__doc__)
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
-    parser.add_argument("--no-record", action="store_true")
-    parser.add_argument("--exit-with-parent", action="store_true")
     args = parser.parse_args(argv)
     app = MockApp(args.api_key, args.fail_status, args.delay, args.chunk_delay, not args.no_record,
                   args.models.split(","))

@@ -32,7 +32,6 @@ N stream items, then the provider's in-stream error.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -48,6 +47,7 @@ try:  # imported as part of the test package
         MockApp,
         Response,
         _Handler,
+        mock_parser,
         placeholder,
         run_server,
         text_of,
@@ -62,6 +62,7 @@ except ImportError:  # run as a script: the sibling module is importable by name
         MockApp,
         Response,
         _Handler,
+        mock_parser,
         placeholder,
         run_server,
         text_of,
@@ -305,15 +306,7 @@ class PromptMockApp(MockApp):
 
 def serve(argv: list[str] | None = None) -> None:
     """Command line: run the server in this process until killed."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key")
-    parser.add_argument("--fail-status", type=int)
-    parser.add_argument("--delay", type=float, default=0.0)
-    parser.add_argument("--chunk-delay", type=float, default=0.0)
-    parser.add_argument("--no-record", action="store_true")
-    parser.add_argument("--exit-with-parent", action="store_true")
+    parser = mock_parser(__doc__)
     args = parser.parse_args(argv)
     app = PromptMockApp(args.api_key, args.fail_status, args.delay, args.chunk_delay, not args.no_record)
     run_server(app, args, _Handler)
