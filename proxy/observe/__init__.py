@@ -47,6 +47,8 @@ class Telemetry:
 
     def close(self, timeout: float) -> None:
         """Wait for the exporters being flushed (SIGTERM, exit), at most ``timeout`` s."""
+        if self.metrics is not None:
+            self.metrics.flush()  # counters of calls since the last flush; the files outlive the worker
         pending = [g for g in self._retiring if not g.dead]
         if pending:
             gevent.joinall(pending, timeout=timeout)

@@ -10,19 +10,21 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-import uuid
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-import requests
 
 from proxy.observe.queue import BatchQueue
+from proxy.providers.base import UpstreamCall
+from proxy.transport import Transport
 
 log = logging.getLogger(__name__)
 
 #: (connect, read) seconds for one POST to a receiver.
 HTTP_TIMEOUT = (5.0, 10.0)
+EMPTY: dict[str, Any] = {}
 
 
 class SettingMissing(Exception):
@@ -75,19 +77,22 @@ def parse_headers(raw: str | None) -> dict[str, str]:
 
 
 class HTTPExporter(Exporter):
+    """An exporter that POSTs each batch, over the proxy's own keep-alive HTTP client."""
+
     def __init__(self, on_drop: Callable[[str, int], None] | None = None, max_queue: int = 10_000) -> None:
-        self.session = requests.Session()
+        self.transport = Transport(pool_size=4, connect_timeout=HTTP_TIMEOUT[0])
         super().__init__(on_drop, max_queue)
 
     def post(self, url: str, payload: Any, headers: dict[str, str]) -> None:
-        resp = self.session.post(url, data=orjson.dumps(payload, default=str), timeout=HTTP_TIMEOUT,
-                                 headers={"Content-Type": "application/json", **headers})
-        if resp.status_code >= 400:
-            raise RuntimeError(f"{url} answered {resp.status_code}: {resp.text[:200]}")
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload, default=str)
+        call = UpstreamCall("POST", url, {"Content-Type": "application/json", **headers}, data)
+        resp = self.transport.send(call, timeout=HTTP_TIMEOUT[1])
+        if resp.status >= 400:
+            raise RuntimeError(f"{url} answered {resp.status}: {resp.body[:200].decode(errors='replace')}")
 
     def close(self, timeout: float = 5.0) -> None:
         super().close(timeout)
-        self.session.close()
+        self.transport.close()
 
 
 class GenericAPI(HTTPExporter):
@@ -121,17 +126,32 @@ class Webhook(GenericAPI):
     headers_env = "WEBHOOK_HEADERS"
 
 
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds -> ISO 8601 in UTC with milliseconds, as Langfuse's API reads timestamps."""
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class Timestamps:
+    """Epoch seconds -> ISO 8601 in UTC with milliseconds (``2026-01-02T03:04:05.678Z``), as
+    Langfuse's API reads them. The date and time of day are formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, ts: float) -> str:
+        second = int(ts)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((ts - second) * 1000):03d}Z"
+
+
+#: request metadata that names the trace and generation, not copied into their metadata
+TRACE_FIELDS = frozenset({"generation_name", "generation_id", "trace_id", "trace_user_id", "session_id", "tags",
+                          "trace_name"})
 
 
 class Langfuse(HTTPExporter):
     """``langfuse``: a trace and a generation per call, batched to ``POST /api/public/ingestion``."""
 
     name = "langfuse"
+    batch_size = 250
 
     def __init__(self, environ: Mapping[str, str], on_drop: Callable[[str, int], None] | None = None) -> None:
         public, secret, host = self.settings(environ)
@@ -139,6 +159,7 @@ class Langfuse(HTTPExporter):
         token = base64.b64encode(f"{public}:{secret}".encode()).decode()
         self.headers = {"Authorization": f"Basic {token}"}
         self.release = env(environ, "LANGFUSE_RELEASE")
+        self.iso = Timestamps()
         super().__init__(on_drop)
 
     @staticmethod
@@ -151,21 +172,23 @@ class Langfuse(HTTPExporter):
             host = "http://" + host
         return public, secret, host
 
-    def events(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+    def events(self, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The call's ``trace-create`` and ``generation-create`` events.
+
+        Event ids derive from the call's id, so a batch sent twice is taken once.
+        """
         meta = record["metadata"]
-        requester = meta.get("requester_metadata") or {}
+        requester = meta.get("requester_metadata") or EMPTY
         name = str(meta.get("generation_name") or f"litellm-{record['call_type']}")
-        now = iso(record["endTime"])
+        started, ended = self.iso(record["startTime"]), self.iso(record["endTime"])
         trace_id = record["trace_id"]
-        failed = record["status"] == "failure"
-        extra_meta = {k: v for k, v in requester.items()
-                      if k not in ("generation_name", "generation_id", "trace_id", "trace_user_id",
-                                   "session_id", "tags")}
+        call_id = record["id"]
+        extra_meta = {k: v for k, v in requester.items() if k not in TRACE_FIELDS} if requester else {}
         trace: dict[str, Any] = {
             "id": trace_id,
-            "timestamp": iso(record["startTime"]),
+            "timestamp": started,
             "name": str(requester.get("trace_name") or name),
-            "userId": meta.get("trace_user_id") or record.get("end_user"),
+            "userId": meta.get("trace_user_id") or record["end_user"],
             "sessionId": meta.get("session_id"),
             "input": record["messages"],
             "output": record["response"],
@@ -174,46 +197,47 @@ class Langfuse(HTTPExporter):
         }
         if self.release:
             trace["release"] = self.release
-        usage = {"input": record["prompt_tokens"], "output": record["completion_tokens"],
-                 "total": record["total_tokens"], "unit": "TOKENS"}
+        prompt, completion, total = record["prompt_tokens"], record["completion_tokens"], record["total_tokens"]
         cost = record["response_cost"]
-        if cost is not None:
-            usage["totalCost"] = cost
+        usage = {"input": prompt, "output": completion, "total": total, "unit": "TOKENS"}
         generation: dict[str, Any] = {
-            "id": str(meta.get("generation_id") or record["id"]),
+            "id": str(meta.get("generation_id") or call_id),
             "traceId": trace_id,
             "name": name,
-            "startTime": iso(record["startTime"]),
-            "endTime": iso(record["endTime"]),
-            "completionStartTime": iso(record["completionStartTime"]),
+            "startTime": started,
+            "endTime": ended,
+            "completionStartTime": self.iso(record["completionStartTime"]),
             "model": record["model"],
             "modelParameters": {k: v for k, v in record["model_parameters"].items()
                                 if isinstance(v, (str, int, float, bool))},
             "input": record["messages"],
             "output": record["response"],
             "usage": usage,
-            "usageDetails": {"input": record["prompt_tokens"], "output": record["completion_tokens"],
-                             "total": record["total_tokens"]},
+            "usageDetails": {"input": prompt, "output": completion, "total": total},
             "metadata": {"model_group": record["model_group"], "model_id": record["model_id"],
-                         "custom_llm_provider": record["custom_llm_provider"], "litellm_call_id": record["id"],
+                         "custom_llm_provider": record["custom_llm_provider"], "litellm_call_id": call_id,
                          "user_api_key_alias": meta.get("user_api_key_alias"),
                          "user_api_key_team_id": meta.get("user_api_key_team_id"),
                          "user_api_key_user_id": meta.get("user_api_key_user_id"), **extra_meta},
-            "level": "ERROR" if failed else "DEFAULT",
+            "level": "DEFAULT",
         }
         if cost is not None:
+            usage["totalCost"] = cost
             generation["costDetails"] = {"total": cost}
-        if failed:
+        if record["status"] == "failure":
+            generation["level"] = "ERROR"
             generation["statusMessage"] = record["error_str"] or f"status {record['status_code']}"
-        return [
-            {"id": str(uuid.uuid4()), "type": "trace-create", "timestamp": now, "body": trace},
-            {"id": str(uuid.uuid4()), "type": "generation-create", "timestamp": now, "body": generation},
-        ]
+        return ({"id": f"{call_id}-trace", "type": "trace-create", "timestamp": ended, "body": trace},
+                {"id": f"{call_id}-generation", "type": "generation-create", "timestamp": ended,
+                 "body": generation})
+
+    def payload(self, batch: list[dict[str, Any]]) -> bytes:
+        events = [e for record in batch for e in self.events(record)]
+        return orjson.dumps({"batch": events, "metadata": {"sdk_name": "llmrelay", "public_key": None}},
+                            default=str)
 
     def send(self, batch: list[dict[str, Any]]) -> None:
-        events = [e for record in batch for e in self.events(record)]
-        self.post(self.url, {"batch": events, "metadata": {"sdk_name": "llmrelay", "public_key": None}},
-                  self.headers)
+        self.post(self.url, self.payload(batch), self.headers)
 
 
 class Custom(Exporter):

@@ -42,7 +42,7 @@ HTTP_EXPORTERS: dict[str, type[GenericAPI] | type[Langfuse]] = {
     "langfuse": Langfuse, "generic_api": GenericAPI, "generic": GenericAPI, "webhook": Webhook,
 }
 BUILTIN = frozenset({*HTTP_EXPORTERS, "otel", "prometheus"})
-PACKAGES = {"otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
+PACKAGES = {"otel": ("opentelemetry.sdk", "opentelemetry.proto"),
             "prometheus": ("prometheus_client",)}
 
 
@@ -163,14 +163,14 @@ class Observer:
 
     def start(self, ctx: RequestContext) -> None:
         if self.metrics is not None:
-            self.metrics.in_flight.inc()
+            self.metrics.start_call()
         if self.alerts is not None:
             self.alerts.track(ctx)
 
     def finish(self, ctx: RequestContext, cost: float | None) -> None:
         metrics = self.metrics
         if metrics is not None:
-            metrics.in_flight.dec()
+            metrics.end_call()
         record = build_record(ctx, redact=self.redact, cost=cost)
         if metrics is not None:
             metrics.observe(record)

@@ -1,28 +1,52 @@
-"""``otel``: one OpenTelemetry trace per call over OTLP/HTTP (protobuf), built with the SDK.
+"""``otel``: one OpenTelemetry trace per call over OTLP/HTTP (protobuf).
 
 The call is a SERVER span named ``{operation} {model group}``; under it one span per pipeline
 stage, laid end to end with each stage's own time (what Server-Timing shows), and a CLIENT span
 for the upstream call. Attributes follow the GenAI semantic conventions (``gen_ai.*``). Spans are
 made from finished records in the exporter's greenlet and sent in batches, so the request path
-never touches the SDK.
+never touches them.
+
+The resource is the SDK's (``Resource.create``: ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES`` and the ``telemetry.sdk.*`` attributes); the spans are written
+straight to protobuf by proxy/observe/otlp.py, since SDK span objects cost more CPU per call than
+the rest of the request.
 
 Settings: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (LiteLLM's
-``OTEL_ENDPOINT`` too; ``/v1/traces`` is added to a base URL), ``OTEL_EXPORTER_OTLP_HEADERS``
-(or ``OTEL_HEADERS``), ``OTEL_SERVICE_NAME`` (default ``llmrelay``).
+``OTEL_ENDPOINT`` too; ``/v1/traces`` is added to a base URL), ``OTEL_EXPORTER_OTLP_TRACES_HEADERS``,
+``OTEL_EXPORTER_OTLP_HEADERS`` (or ``OTEL_HEADERS``), ``OTEL_EXPORTER_OTLP_COMPRESSION`` (``gzip``),
+``OTEL_SERVICE_NAME`` (default ``llmrelay``).
 """
 
 from __future__ import annotations
 
+import gzip
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import gevent
 
-from proxy.observe.exporters import Exporter, env, parse_headers
+from proxy.observe import otlp
+from proxy.observe.exporters import HTTPExporter, env, parse_headers
 
 OPERATIONS = {"completion": "chat", "text_completion": "text_completion", "embedding": "embeddings",
               "moderation": "moderation"}
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
+#: request parameters recorded as ``gen_ai.request.*``
+PARAMETERS = (("temperature", "gen_ai.request.temperature"), ("max_tokens", "gen_ai.request.max_tokens"),
+              ("top_p", "gen_ai.request.top_p"))
+KEY_ATTRIBUTES = (("user_api_key_alias", "llmrelay.key_alias"), ("user_api_key_team_id", "llmrelay.team_id"),
+                  ("user_api_key_user_id", "llmrelay.user_id"))
+# attribute keys written for every call, encoded once
+INPUT_TOKENS, OUTPUT_TOKENS = otlp.key("gen_ai.usage.input_tokens"), otlp.key("gen_ai.usage.output_tokens")
+RESPONSE_ID, FINISH_REASONS = otlp.key("gen_ai.response.id"), otlp.key("gen_ai.response.finish_reasons")
+STATUS_CODE, REQUEST_ID = otlp.key("http.response.status_code"), otlp.key("llmrelay.request_id")
+SESSION_ID, COST = otlp.key("session.id"), otlp.key("llmrelay.response_cost")
+TTFT, ERROR_TYPE = otlp.key("llmrelay.time_to_first_token_ms"), otlp.key("error.type")
+STREAMED = {True: otlp.attribute("llmrelay.stream", True), False: otlp.attribute("llmrelay.stream", False)}
+PARAMETER_KEYS = tuple((name, otlp.key(attr)) for name, attr in PARAMETERS)
+#: encoded per-model-and-key blocks kept at most (a new entry past this starts the cache afresh)
+CACHE_SIZE = 4096
 
 
 def traces_endpoint(environ: Mapping[str, str]) -> str:
@@ -36,116 +60,129 @@ def traces_endpoint(environ: Mapping[str, str]) -> str:
     return base if base.endswith("/v1/traces") else base + "/v1/traces"
 
 
-class OTel(Exporter):
+class OTel(HTTPExporter):
     name = "otel"
-    # Making and encoding spans is CPU work on the hub: small batches, with a yield every few
-    # records, so requests are served in between instead of waiting for a whole batch.
-    batch_size = 50
-    yield_every = 8
+    batch_size = 200
+    #: encoding is CPU work on the hub: requests are served in between every this many records
+    yield_every = 50
 
     def __init__(self, environ: Mapping[str, str], on_drop: Callable[[str, int], None] | None = None) -> None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-        finished: list[Any] = []
+        from proxy import __version__
 
-        class Collect(SpanProcessor):
-            """Keeps ended spans for the batch being built (no thread, no queue of its own)."""
-
-            def on_end(self, span: Any) -> None:
-                finished.append(span)
-
-        self._finished = finished
-        self.endpoint = traces_endpoint(environ)
+        self.url = traces_endpoint(environ)
+        headers = parse_headers(env(environ, "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+                                or env(environ, "OTEL_EXPORTER_OTLP_HEADERS") or env(environ, "OTEL_HEADERS"))
+        self.gzip = (env(environ, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
+                     or env(environ, "OTEL_EXPORTER_OTLP_COMPRESSION") or "").lower() == "gzip"
+        self.headers = {**headers, "Content-Type": "application/x-protobuf"}
+        if self.gzip:
+            self.headers["Content-Encoding"] = "gzip"
         service = env(environ, "OTEL_SERVICE_NAME", "llmrelay")
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service}), shutdown_on_exit=False)
-        self.provider.add_span_processor(Collect())
-        self.tracer = self.provider.get_tracer("llmrelay")
-        headers = parse_headers(env(environ, "OTEL_EXPORTER_OTLP_HEADERS") or env(environ, "OTEL_HEADERS"))
-        self.exporter = OTLPSpanExporter(endpoint=self.endpoint, headers=headers or None, timeout=10)
+        resource = Resource.create({"service.name": service})
+        self.resource, self.scope = otlp.scope_prefix(dict(resource.attributes), "llmrelay", __version__)
+        self._static: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, bytes]] = {}
+        self._stages: dict[str, bytes] = {}
         super().__init__(on_drop)
 
     def send(self, batch: list[dict[str, Any]]) -> None:
-        from opentelemetry.sdk.trace.export import SpanExportResult
+        self.post(self.url, self.payload(batch, pause=gevent.sleep), self.headers)
 
-        self._finished.clear()
+    def payload(self, batch: list[dict[str, Any]], pause: Callable[[], Any] | None = None) -> bytes:
+        spans: list[bytes] = []
         for i, record in enumerate(batch, 1):
-            self.spans(record)
-            if i % self.yield_every == 0:
-                gevent.sleep(0)
-        spans, self._finished[:] = list(self._finished), []
-        if spans and self.exporter.export(spans) is not SpanExportResult.SUCCESS:
-            raise RuntimeError(f"OTLP export of {len(spans)} spans to {self.endpoint} failed")
+            spans += self.spans(record)
+            if pause is not None and i % self.yield_every == 0:
+                pause()
+        body = otlp.request(self.resource, self.scope, spans)
+        return gzip.compress(body, 1) if self.gzip else body
 
-    def spans(self, record: dict[str, Any]) -> None:
-        from opentelemetry import trace
-        from opentelemetry.trace import SpanKind, Status, StatusCode
+    # -- one call ---------------------------------------------------------------------------------
 
-        ns = 1_000_000_000
-        start = int(record["startTime"] * ns)
-        end = int(record["endTime"] * ns)
-        operation = OPERATIONS.get(record["call_type"], record["call_type"])
-        failed = record["status"] == "failure"
+    def static(self, record: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes]:
+        """Name, kind and attributes that repeat for a model group, deployment and key: made once."""
         meta = record["metadata"]
-        attrs: dict[str, Any] = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.request.model": record["model_group"] or "",
-            "gen_ai.usage.input_tokens": record["prompt_tokens"],
-            "gen_ai.usage.output_tokens": record["completion_tokens"],
-            "http.response.status_code": record["status_code"],
-            "llmrelay.request_id": record["id"],
-            "llmrelay.stream": record["stream"],
-        }
+        key = (record["call_type"], record["model_group"], record["custom_llm_provider"], record["model"],
+               record["api_base"], *(meta.get(k) for k, _ in KEY_ATTRIBUTES))
+        found = self._static.get(key)
+        if found is not None:
+            return found
+        operation = OPERATIONS.get(record["call_type"], record["call_type"])
+        gen_ai = [("gen_ai.operation.name", operation), ("gen_ai.request.model", record["model_group"] or "")]
         if record["custom_llm_provider"]:
-            attrs["gen_ai.provider.name"] = record["custom_llm_provider"]
-            attrs["gen_ai.system"] = record["custom_llm_provider"]
+            gen_ai += [("gen_ai.provider.name", record["custom_llm_provider"]),
+                       ("gen_ai.system", record["custom_llm_provider"])]
         if record["model"]:
-            attrs["gen_ai.response.model"] = record["model"]
+            gen_ai.append(("gen_ai.response.model", record["model"]))
+        keys = [(attr, str(meta[k])) for k, attr in KEY_ATTRIBUTES if meta.get(k)]
+        client = [("server.address", record["api_base"])] if record["api_base"] else []
+        found = (otlp.span_head(f"{operation} {record['model_group']}", otlp.KIND_SERVER),
+                 otlp.attributes(gen_ai + keys),
+                 otlp.span_head(f"{operation} {record['model'] or record['model_group']}", otlp.KIND_CLIENT),
+                 otlp.attributes(gen_ai + client))
+        if len(self._static) >= CACHE_SIZE:
+            self._static.clear()
+        self._static[key] = found
+        return found
+
+    def stage(self, name: str) -> bytes:
+        head = self._stages.get(name)
+        if head is None:
+            head = self._stages[name] = (otlp.span_head(f"stage {name}", otlp.KIND_INTERNAL)
+                                         + otlp.attribute("llmrelay.stage", name))
+        return head
+
+    def spans(self, record: dict[str, Any]) -> list[bytes]:
+        """The call's spans: the SERVER span, a span per stage and the upstream CLIENT span."""
+        start = int(record["startTime"] * 1e9)
+        end = int(record["endTime"] * 1e9)
+        root_head, root_static, client_head, client_static = self.static(record)
+        int_attribute, str_attribute = otlp.int_attribute, otlp.str_attribute
+        gen_ai = [int_attribute(INPUT_TOKENS, record["prompt_tokens"]),
+                  int_attribute(OUTPUT_TOKENS, record["completion_tokens"])]
         params = record["model_parameters"]
-        for name, attr in (("temperature", "gen_ai.request.temperature"), ("max_tokens", "gen_ai.request.max_tokens"),
-                           ("top_p", "gen_ai.request.top_p")):
-            if isinstance(params.get(name), (int, float)):
-                attrs[attr] = params[name]
+        if params:
+            for name, encoded in PARAMETER_KEYS:
+                value = params.get(name)
+                if isinstance(value, float):
+                    gen_ai.append(otlp.float_attribute(encoded, value))
+                elif isinstance(value, int) and not isinstance(value, bool):
+                    gen_ai.append(int_attribute(encoded, value))
         response = record["response"]
         if isinstance(response, dict):
             if response.get("id"):
-                attrs["gen_ai.response.id"] = str(response["id"])
-            reasons = [c.get("finish_reason") for c in response.get("choices") or () if c.get("finish_reason")]
+                gen_ai.append(str_attribute(RESPONSE_ID, str(response["id"])))
+            reasons = [c["finish_reason"] for c in response.get("choices") or ()
+                       if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)]
             if reasons:
-                attrs["gen_ai.response.finish_reasons"] = reasons
-        for key, attr in (("user_api_key_alias", "llmrelay.key_alias"), ("user_api_key_team_id", "llmrelay.team_id"),
-                          ("user_api_key_user_id", "llmrelay.user_id"), ("session_id", "session.id")):
-            if meta.get(key):
-                attrs[attr] = str(meta[key])
+                gen_ai.append(otlp.key_value(FINISH_REASONS, otlp.any_value(reasons)))
+        root = [root_static, *gen_ai, int_attribute(STATUS_CODE, record["status_code"]),
+                str_attribute(REQUEST_ID, record["id"]), STREAMED[bool(record["stream"])]]
+        session = record["metadata"].get("session_id")
+        if session:
+            root.append(str_attribute(SESSION_ID, str(session)))
         if record["response_cost"] is not None:
-            attrs["llmrelay.response_cost"] = record["response_cost"]
+            root.append(otlp.float_attribute(COST, float(record["response_cost"])))
         if record["time_to_first_token"] is not None:
-            attrs["llmrelay.time_to_first_token_ms"] = record["time_to_first_token"] * 1000
-        if failed:
-            attrs["error.type"] = (record["error_information"] or {}).get("error_class") or "error"
-        root = self.tracer.start_span(f"{operation} {record['model_group']}", kind=SpanKind.SERVER,
-                                      attributes=attrs, start_time=start)
-        if failed:
-            root.set_status(Status(StatusCode.ERROR, record["error_str"] or ""))
-        parent = trace.set_span_in_context(root)
-        at = start
-        for stage, seconds in record["timings"].items():
-            length = int(seconds * ns)
+            root.append(otlp.float_attribute(TTFT, record["time_to_first_token"] * 1000))
+        status = b""
+        if record["status"] == "failure":
+            error = record["error_information"] or {}
+            root.append(str_attribute(ERROR_TYPE, error.get("error_class") or "error"))
+            status = otlp.status_error(record["error_str"] or "")
+        timings = record["timings"]
+        ids = random.randbytes(24 + 8 * len(timings))
+        trace_id, root_id = ids[:16], ids[16:24]
+        out = [otlp.span(trace_id, root_id, None, root_head, start, end, root, status)]
+        at, offset = start, 24
+        for stage, seconds in timings.items():
+            until = min(end, at + int(seconds * 1e9))
+            span_id = ids[offset:offset + 8]
+            offset += 8
             if stage == "upstream":
-                up_attrs = {k: v for k, v in attrs.items() if k.startswith("gen_ai.")}
-                if record["api_base"]:
-                    up_attrs["server.address"] = record["api_base"]
-                span = self.tracer.start_span(f"{operation} {record['model'] or record['model_group']}",
-                                              context=parent, kind=SpanKind.CLIENT, attributes=up_attrs,
-                                              start_time=at)
+                out.append(otlp.span(trace_id, span_id, root_id, client_head, at, until, (client_static, *gen_ai)))
             else:
-                span = self.tracer.start_span(f"stage {stage}", context=parent,
-                                              attributes={"llmrelay.stage": stage}, start_time=at)
-            at = min(end, at + length)
-            span.end(end_time=at)
-        root.end(end_time=end)
-
-    def close(self, timeout: float = 5.0) -> None:
-        super().close(timeout)
-        self.exporter.shutdown()
+                out.append(otlp.span(trace_id, span_id, root_id, self.stage(stage), at, until))
+            at = until
+        return out

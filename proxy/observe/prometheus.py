@@ -9,10 +9,14 @@ this module imports it lazily, never at the package's import time.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import gevent
 
 if TYPE_CHECKING:
     from proxy.services import Services
@@ -26,6 +30,9 @@ LATENCY_BUCKETS = (0.005, 0.00625, 0.0125, 0.025, 0.05, 0.1, 0.5, 1.0, 1.5, 2.0,
                    180.0, 240.0, 300.0, float("inf"))
 KEY_LABELS = ("end_user", "hashed_api_key", "api_key_alias", "requested_model", "team", "team_alias", "user")
 DEPLOYMENT_LABELS = ("litellm_model_name", "model_id", "api_base", "api_provider")
+#: seconds between moving per-call sums into the shared metric files: how stale a scrape can be
+FLUSH_INTERVAL = 0.5
+EMPTY: dict[str, Any] = {}
 
 
 def multiprocess_dir() -> str | None:
@@ -90,46 +97,96 @@ class Metrics:
         self.remaining_tokens = Gauge("litellm_remaining_tokens_metric",
                                       "Tokens left this minute (the deployment's tpm)", dep_group,
                                       registry=reg, multiprocess_mode="mostrecent")
+        self.active = 0  # calls being served by this worker (the in-flight gauge, set at flush)
+        self._tally: dict[tuple[Any, ...], list[Any]] = {}
+        self._flusher: gevent.Greenlet | None = None
         self.dropped = Counter("llmrelay_callback_dropped_records",
                                "Log records an exporter dropped: its queue was full", ("exporter",),
                                registry=reg)
 
     # -- per call -------------------------------------------------------------------------------
+    #
+    # A prometheus_client update in multiprocess mode takes a lock and writes a file-backed value;
+    # a call touches about fifteen of them. So a call only adds to a plain dict keyed by its
+    # labels, and ``flush`` (twice a second, before a scrape, at shutdown) moves the sums into
+    # the metric objects: one update per label set instead of one per call.
+
+    def start_call(self) -> None:
+        self.active += 1
+        self._wake()
+
+    def end_call(self) -> None:
+        self.active -= 1
 
     def observe(self, record: dict[str, Any]) -> None:
         """Count one finished call."""
         meta = record["metadata"]
+        err = record["error_information"] or EMPTY
         key = (record.get("end_user") or "", meta.get("user_api_key_hash") or "",
                meta.get("user_api_key_alias") or "", record["model_group"] or "",
-               meta.get("user_api_key_team_id") or "", "", meta.get("user_api_key_user_id") or "")
-        model = record["model"] or ""
-        self.requests.labels(*key, model).inc()
-        self.proxy_total.labels(*key, str(record["status_code"])).inc()
-        failed = record["status"] == "failure"
-        err = record["error_information"] or {}
-        if failed:
-            self.proxy_failed.labels(*key, err.get("error_code", ""), err.get("error_class", "")).inc()
-        self.total_latency.labels(*key, model).observe(record["response_time"])
-        if record["model_id"] is not None:
-            dep = (record["model"] or "", record["model_id"], record["api_base"] or "",
-                   record["custom_llm_provider"] or "")
-            who = (key[1], key[2], key[4], key[5])
-            self.dep_total.labels(*dep, key[3], *who).inc()
-            if failed:
-                self.dep_failure.labels(*dep, key[3], err.get("error_code", ""), err.get("error_class", ""),
-                                        *who).inc()
-            else:
-                self.dep_success.labels(*dep, key[3], *who).inc()
+               meta.get("user_api_key_team_id") or "", meta.get("user_api_key_user_id") or "",
+               record["model"] or "", record["status_code"], record["status"] == "failure",
+               err.get("error_code", ""), err.get("error_class", ""), record["model_id"],
+               record["api_base"] or "", record["custom_llm_provider"] or "")
+        tally = self._tally.get(key)
+        if tally is None:
+            tally = self._tally[key] = [0, 0, 0, 0, 0.0, [], [], []]
+            self._wake()
+        tally[0] += 1
+        tally[1] += record["prompt_tokens"]
+        tally[2] += record["completion_tokens"]
+        tally[3] += record["total_tokens"]
+        tally[4] += record["response_cost"] or 0.0
+        tally[5].append(record["response_time"])
         if record["upstream_latency"] is not None and record["model_id"] is not None:
-            self.api_latency.labels(*key, model).observe(record["upstream_latency"])
+            tally[6].append(record["upstream_latency"])
         if record["time_to_first_token"] is not None:
-            self.ttft.labels(model, key[1], key[2], key[4], key[5]).observe(record["time_to_first_token"])
-        if record["total_tokens"]:
-            self.total_tokens.labels(*key, model).inc(record["total_tokens"])
-            self.input_tokens.labels(*key, model).inc(record["prompt_tokens"])
-            self.output_tokens.labels(*key, model).inc(record["completion_tokens"])
-        if record["response_cost"]:
-            self.spend.labels(*key, model).inc(record["response_cost"])
+            tally[7].append(record["time_to_first_token"])
+
+    def flush(self) -> None:
+        """Move what calls added since the last flush into the metric objects."""
+        self.in_flight.set(self.active)
+        tally, self._tally = self._tally, {}
+        for key, (calls, prompt, completion, tokens, cost, latencies, upstream, ttfts) in tally.items():
+            (end_user, hashed, alias, group, team, user, model, status, failed, err_code, err_class,
+             model_id, api_base, provider) = key
+            labels = (end_user, hashed, alias, group, team, "", user)
+            self.requests.labels(*labels, model).inc(calls)
+            self.proxy_total.labels(*labels, str(status)).inc(calls)
+            if failed:
+                self.proxy_failed.labels(*labels, err_code, err_class).inc(calls)
+            add_samples(self.total_latency.labels(*labels, model), latencies)
+            if model_id is not None:
+                dep = (model, model_id, api_base, provider, group)
+                who = (hashed, alias, team, "")
+                self.dep_total.labels(*dep, *who).inc(calls)
+                if failed:
+                    self.dep_failure.labels(*dep, err_code, err_class, *who).inc(calls)
+                else:
+                    self.dep_success.labels(*dep, *who).inc(calls)
+            if upstream:
+                add_samples(self.api_latency.labels(*labels, model), upstream)
+            if ttfts:
+                add_samples(self.ttft.labels(model, hashed, alias, team, ""), ttfts)
+            if tokens:
+                self.total_tokens.labels(*labels, model).inc(tokens)
+                self.input_tokens.labels(*labels, model).inc(prompt)
+                self.output_tokens.labels(*labels, model).inc(completion)
+            if cost:
+                self.spend.labels(*labels, model).inc(cost)
+
+    def _wake(self) -> None:
+        if self._flusher is None:
+            self._flusher = gevent.spawn_later(FLUSH_INTERVAL, self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flusher = None
+        try:
+            self.flush()
+        except Exception:  # metrics must never take the worker down
+            log.exception("metrics: flush failed")
+        if self.active:
+            self._wake()  # keep the in-flight gauge current while calls run
 
     def count_drop(self, exporter: str, count: int) -> None:
         self.dropped.labels(exporter).inc(count)
@@ -163,6 +220,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition: every worker's values in multiprocess mode, else this worker's."""
+        self.flush()
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
         if self.multiprocess and multiprocess_dir() is not None:
@@ -172,6 +230,23 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def add_samples(histogram: Any, samples: Sequence[float]) -> None:
+    """Observe many values with one update per bucket (prometheus_client has no bulk observe)."""
+    buckets, total, bounds = (getattr(histogram, "_buckets", None), getattr(histogram, "_sum", None),
+                              getattr(histogram, "_upper_bounds", None))
+    if buckets is None or total is None or bounds is None:  # another layout: one observe per value
+        for value in samples:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in samples:
+        counts[bisect.bisect_left(bounds, value)] += 1
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    total.inc(sum(samples))
 
 
 def mark_dead(pid: int) -> None:

@@ -201,12 +201,15 @@ def test_metrics_add_up_across_two_workers(upstream: MockOpenAI, tmp_path: Path)
             def served_by() -> set[str]:
                 return {p.name.rsplit("_", 1)[1].split(".")[0] for p in multiproc.glob("counter_*.db")}
 
-            # a new connection each time, until both workers have answered some (or 200 calls)
+            # a new connection each time, until both workers have answered some (or 200 calls); a
+            # worker's files appear when it first moves its counts there (within 0.5 s)
             while n_house < 12 or (len(served_by()) < 2 and n_house < 200):
                 r = requests.post(f"{proxy.url}/v1/chat/completions", timeout=10, headers={"Connection": "close"},
                                   json={"model": "house", "messages": [{"role": "user", "content": f"hi {n_house}"}]})
                 assert r.status_code == 200
                 n_house += 1
+                if n_house % 12 == 0:
+                    time.sleep(0.8)
             for _ in range(n_up):
                 r = requests.post(f"{proxy.url}/v1/chat/completions", timeout=10, headers={"Connection": "close"},
                                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two"}]})
@@ -216,6 +219,13 @@ def test_metrics_add_up_across_two_workers(upstream: MockOpenAI, tmp_path: Path)
                                     "mock_controls": {"status": 500}})
             assert r.status_code == 500
             assert len(served_by()) == 2, "both workers served requests"
+            # each worker moves its calls into the shared files every FLUSH_INTERVAL (0.5 s)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                text = requests.get(f"{proxy.url}/metrics", timeout=10, headers={"Connection": "close"}).text
+                if metric_total(text, "litellm_request_total_latency_metric_count") == n_house + n_up + 1:
+                    break
+                time.sleep(0.1)
             for _ in range(6):  # whichever worker answers, every request is counted once
                 scrape = requests.get(f"{proxy.url}/metrics", timeout=10, headers={"Connection": "close"})
                 assert scrape.status_code == 200

@@ -1,0 +1,95 @@
+"""CPU cost per call of each observability part, measured in-process (no server, no network).
+
+    python -m tests.bench.exporter_cost [--calls 20000]
+
+What the benchmark's ``llmrelay-observe`` row loses against the plain row is this work, done in
+the worker for every call: building the standard log record, counting it for Prometheus, and
+turning it into what Langfuse and an OTLP collector are sent. Each part is timed alone on the
+same synthetic call (the benchmark's request and answer), so a change to one shows here in
+microseconds before it shows in req/s. Payloads are built and encoded but not sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def make_ctx() -> Any:
+    from proxy.context import RequestContext
+
+    class Dep:
+        id = "0123456789abcdef"
+        model_name = "bench-model"
+        upstream_model = "bench-model"
+        provider = "openai"
+        api_base = "http://127.0.0.1:9000/v1"
+
+    ctx = RequestContext("chat", {"model": "bench-model", "max_tokens": 16,
+                                  "messages": [{"role": "user", "content": "Say hello."}]})
+    ctx.deployment = Dep()  # type: ignore[assignment]
+    ctx.usage = {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
+    ctx.response = {"id": "chatcmpl-bench", "object": "chat.completion", "model": "bench-model",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "Hello! How can I help?"}}],
+                    "usage": ctx.usage}
+    ctx.caller = {"token": "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b",
+                  "key_alias": None, "team_id": None, "user_id": None}
+    ctx.timings = {"auth": 0.00002, "environment": 0.000003, "drop_params": 0.000004,
+                   "prompt_template": 0.000002, "route": 0.00001, "retry": 0.000003,
+                   "callbacks": 0.00001, "upstream": 0.0004}
+    return ctx
+
+
+def per_call(fn: Callable[[], Any], calls: int) -> float:
+    """Microseconds per call of ``fn`` (best of three runs)."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, time.perf_counter() - started)
+    return best / calls * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    args = parser.parse_args()
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="llmrelay-prom-"))
+    environ = {"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_HOST": "http://127.0.0.1:9",
+               "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+
+    from proxy.observe.exporters import Langfuse
+    from proxy.observe.otel import OTel
+    from proxy.observe.prometheus import Metrics
+    from proxy.observe.record import build_record
+
+    ctx = make_ctx()
+    record = build_record(ctx, cost=0.0001)
+    metrics = Metrics()
+    langfuse = Langfuse(environ)
+    otel = OTel(environ)
+    rows = [
+        ("standard log record", lambda: build_record(ctx, cost=0.0001)),
+        ("prometheus (per call)", lambda: metrics.observe(record)),
+        ("langfuse payload", lambda: langfuse.payload([record])),
+        ("otel spans + OTLP protobuf", lambda: otel.payload([record])),
+    ]
+    total = 0.0
+    print("| part | µs per call |\n|---|---:|")
+    for name, fn in rows:
+        cost = per_call(fn, args.calls)
+        total += cost
+        print(f"| {name} | {cost:.1f} |")
+    print(f"| **all** | **{total:.1f}** |")
+    langfuse.close(0)
+    otel.close(0)
+
+
+if __name__ == "__main__":
+    main()
