@@ -11,9 +11,10 @@ import base64
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import gevent
 import orjson
 
 from proxy.observe.queue import BatchQueue
@@ -29,6 +30,19 @@ EMPTY: dict[str, Any] = {}
 
 class SettingMissing(Exception):
     """A required environment variable is not set; the message names it."""
+
+
+#: records turned into a payload between two yields to the hub: a batch is CPU work, and
+#: requests must be served in between, not wait for a whole batch
+SLICE = 50
+
+
+def slices(batch: list[Any], pause: Callable[[], Any] | None) -> Iterator[list[Any]]:
+    """``batch`` in slices of SLICE records, calling ``pause`` (gevent.sleep) between two."""
+    for start in range(0, len(batch), SLICE):
+        if start and pause is not None:
+            pause()
+        yield batch[start:start + SLICE]
 
 
 class Exporter:
@@ -231,13 +245,16 @@ class Langfuse(HTTPExporter):
                 {"id": f"{call_id}-generation", "type": "generation-create", "timestamp": ended,
                  "body": generation})
 
-    def payload(self, batch: list[dict[str, Any]]) -> bytes:
-        events = [e for record in batch for e in self.events(record)]
+    def payload(self, batch: list[dict[str, Any]], pause: Callable[[], Any] | None = None) -> bytes:
+        events: list[dict[str, Any]] = []
+        for records in slices(batch, pause):
+            for record in records:
+                events += self.events(record)
         return orjson.dumps({"batch": events, "metadata": {"sdk_name": "llmrelay", "public_key": None}},
                             default=str)
 
     def send(self, batch: list[dict[str, Any]]) -> None:
-        self.post(self.url, self.payload(batch), self.headers)
+        self.post(self.url, self.payload(batch, pause=gevent.sleep), self.headers)
 
 
 class Custom(Exporter):

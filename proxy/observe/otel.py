@@ -27,7 +27,7 @@ from typing import Any
 import gevent
 
 from proxy.observe import otlp
-from proxy.observe.exporters import HTTPExporter, env, parse_headers
+from proxy.observe.exporters import HTTPExporter, env, parse_headers, slices
 
 OPERATIONS = {"completion": "chat", "text_completion": "text_completion", "embedding": "embeddings",
               "moderation": "moderation"}
@@ -63,8 +63,6 @@ def traces_endpoint(environ: Mapping[str, str]) -> str:
 class OTel(HTTPExporter):
     name = "otel"
     batch_size = 200
-    #: encoding is CPU work on the hub: requests are served in between every this many records
-    yield_every = 50
 
     def __init__(self, environ: Mapping[str, str], on_drop: Callable[[str, int], None] | None = None) -> None:
         from opentelemetry.sdk.resources import Resource
@@ -91,10 +89,9 @@ class OTel(HTTPExporter):
 
     def payload(self, batch: list[dict[str, Any]], pause: Callable[[], Any] | None = None) -> bytes:
         spans: list[bytes] = []
-        for i, record in enumerate(batch, 1):
-            spans += self.spans(record)
-            if pause is not None and i % self.yield_every == 0:
-                pause()
+        for records in slices(batch, pause):
+            for record in records:
+                spans += self.spans(record)
         body = otlp.request(self.resource, self.scope, spans)
         return gzip.compress(body, 1) if self.gzip else body
 

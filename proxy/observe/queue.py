@@ -10,6 +10,7 @@ deadline, so SIGTERM loses nothing a live receiver could take in time.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -86,12 +87,18 @@ class BatchQueue:
             self._wake.clear()
             self._drain()
             if self._closing:
+                self._drain()  # all that is left, what came in during the last drain included
                 return
 
     def _drain(self) -> None:
+        """Send what was queued when the drain began. Records that arrive meanwhile wait for the
+        next wake-up (a full batch or the interval): chasing them would send a batch per record
+        under steady load, each paying for a whole HTTP request."""
         items = self._items
-        while items:
-            n = min(self.batch_size, len(items))
+        left = len(items) if not self._closing else sys.maxsize
+        while items and left > 0:
+            n = min(self.batch_size, len(items), left)
+            left -= n
             batch = [items.popleft() for _ in range(n)]
             try:
                 self.send(batch)
