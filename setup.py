@@ -34,8 +34,8 @@ setup(
         "tiktoken>=0.9",
         "tokenizers>=0.19",  # model_info.custom_tokenizer (Hugging Face tokenizers)
         "prometheus-client>=0.20",  # GET /metrics, added up across workers (multiprocess mode)
-        "opentelemetry-sdk>=1.25",  # the otel exporter
-        "opentelemetry-exporter-otlp-proto-http>=1.25",
+        "opentelemetry-sdk>=1.25",  # the otel exporter's Resource (service.name, SDK attributes)
+        "opentelemetry-proto>=1.25",  # the OTLP scope message; spans are encoded by proxy/observe/otlp.py
         "boto3>=1.34",  # key_management_system: aws_secret_manager
         "apispec>=6.0",  # /openapi.json from the marshmallow schemas
         "swagger-ui-bundle>=1.1",  # the Swagger UI's files, served by the proxy (works offline)
@@ -51,7 +51,6 @@ setup(
             "ruff>=0.5",
             "moto[server]>=5.0",  # a local AWS Secrets Manager for the secret-manager tests
             "wheel>=0.40",  # tests build and install a wheel of the package (tests/install.py)
-            "opentelemetry-proto>=1.25",  # the test OTLP receiver decodes what the otel exporter sends
             "hypothesis>=6.100",  # property-based fuzzing of the request surface (tests/e2e/test_fuzz.py)
         ],
         "fuzz": [

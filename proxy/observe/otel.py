@@ -23,6 +23,7 @@ import gzip
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import gevent
 
@@ -47,6 +48,19 @@ STREAMED = {True: otlp.attribute("llmrelay.stream", True), False: otlp.attribute
 PARAMETER_KEYS = tuple((name, otlp.key(attr)) for name, attr in PARAMETERS)
 #: encoded per-model-and-key blocks kept at most (a new entry past this starts the cache afresh)
 CACHE_SIZE = 4096
+
+
+def server_attributes(api_base: str) -> list[tuple[str, Any]]:
+    """``server.address`` (the host) and ``server.port`` of the upstream, as the HTTP conventions
+    ask, from the deployment's api_base URL."""
+    url = urlsplit(api_base)
+    if not url.hostname:
+        return [("server.address", api_base)]
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        return [("server.address", url.hostname)]
+    return [("server.address", url.hostname), ("server.port", port)]
 
 
 def traces_endpoint(environ: Mapping[str, str]) -> str:
@@ -113,7 +127,7 @@ class OTel(HTTPExporter):
         if record["model"]:
             gen_ai.append(("gen_ai.response.model", record["model"]))
         keys = [(attr, str(meta[k])) for k, attr in KEY_ATTRIBUTES if meta.get(k)]
-        client = [("server.address", record["api_base"])] if record["api_base"] else []
+        client = server_attributes(record["api_base"]) if record["api_base"] else []
         found = (otlp.span_head(f"{operation} {record['model_group']}", otlp.KIND_SERVER),
                  otlp.attributes(gen_ai + keys),
                  otlp.span_head(f"{operation} {record['model'] or record['model_group']}", otlp.KIND_CLIENT),
