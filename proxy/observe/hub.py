@@ -131,6 +131,7 @@ class Observer:
     ) -> None:
         environ = os.environ if environ is None else environ
         self.redact = redact
+        self.pid = os.getpid()  # an Observer is made in the worker that uses it
         self.telemetry = telemetry
         drop = telemetry.count_drop
         self.metrics: Metrics | None = telemetry.ensure_metrics() if "prometheus" in wanted else None
@@ -171,7 +172,7 @@ class Observer:
         metrics = self.metrics
         if metrics is not None:
             metrics.end_call()
-        record = build_record(ctx, redact=self.redact, cost=cost)
+        record = build_record(ctx, redact=self.redact, cost=cost, pid=self.pid)
         if metrics is not None:
             metrics.observe(record)
         for exporter in self.on_failure if record["status"] == "failure" else self.on_success:

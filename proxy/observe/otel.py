@@ -19,9 +19,10 @@ Settings: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOIN
 
 from __future__ import annotations
 
-import gzip
 import random
+import zlib
 from collections.abc import Callable, Mapping
+from itertools import accumulate
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,15 +40,18 @@ PARAMETERS = (("temperature", "gen_ai.request.temperature"), ("max_tokens", "gen
 KEY_ATTRIBUTES = (("user_api_key_alias", "llmrelay.key_alias"), ("user_api_key_team_id", "llmrelay.team_id"),
                   ("user_api_key_user_id", "llmrelay.user_id"))
 # attribute keys written for every call, encoded once
-INPUT_TOKENS, OUTPUT_TOKENS = otlp.key("gen_ai.usage.input_tokens"), otlp.key("gen_ai.usage.output_tokens")
-RESPONSE_ID, FINISH_REASONS = otlp.key("gen_ai.response.id"), otlp.key("gen_ai.response.finish_reasons")
-STATUS_CODE, REQUEST_ID = otlp.key("http.response.status_code"), otlp.key("llmrelay.request_id")
-SESSION_ID, COST = otlp.key("session.id"), otlp.key("llmrelay.response_cost")
-TTFT, ERROR_TYPE = otlp.key("llmrelay.time_to_first_token_ms"), otlp.key("error.type")
+INPUT_TOKENS, OUTPUT_TOKENS = otlp.IntKey("gen_ai.usage.input_tokens"), otlp.IntKey("gen_ai.usage.output_tokens")
+RESPONSE_ID, REQUEST_ID = otlp.StrKey("gen_ai.response.id"), otlp.StrKey("llmrelay.request_id")
+SESSION_ID, ERROR_TYPE = otlp.StrKey("session.id"), otlp.StrKey("error.type")
+COST, TTFT = otlp.FloatKey("llmrelay.response_cost"), otlp.FloatKey("llmrelay.time_to_first_token_ms")
+STATUS_CODE = otlp.IntKey("http.response.status_code")
 STREAMED = {True: otlp.attribute("llmrelay.stream", True), False: otlp.attribute("llmrelay.stream", False)}
-PARAMETER_KEYS = tuple((name, otlp.key(attr)) for name, attr in PARAMETERS)
+PARAMETER_KEYS = tuple((name, otlp.IntKey(attr), otlp.FloatKey(attr)) for name, attr in PARAMETERS)
 #: encoded per-model-and-key blocks kept at most (a new entry past this starts the cache afresh)
 CACHE_SIZE = 4096
+NANOSECONDS = 1e9
+#: bytes gzipped between two yields to the hub (about a millisecond of CPU at level 1)
+GZIP_SLICE = 128 * 1024
 
 
 def server_attributes(api_base: str) -> list[tuple[str, Any]]:
@@ -95,19 +99,32 @@ class OTel(HTTPExporter):
         resource = Resource.create({"service.name": service})
         self.resource, self.scope = otlp.scope_prefix(dict(resource.attributes), "llmrelay", __version__)
         self._static: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, bytes]] = {}
-        self._stages: dict[str, bytes] = {}
+        self._stages: dict[tuple[str, ...], tuple[otlp.StageSpans, int | None]] = {}
+        self._reasons: dict[Any, bytes] = {}  # by the tuple of reasons, and by a single one
+        self._statuses: dict[int, bytes] = {}
         super().__init__(on_drop)
 
-    def send(self, batch: list[dict[str, Any]]) -> None:
-        self.post(self.url, self.payload(batch, pause=gevent.sleep), self.headers)
-
     def payload(self, batch: list[dict[str, Any]], pause: Callable[[], Any] | None = None) -> bytes:
+        """The ``ExportTraceServiceRequest`` of a batch, gzipped when asked for. With ``pause``
+        (gevent.sleep) the hub serves requests between slices of the work."""
         spans: list[bytes] = []
         for records in slices(batch, pause):
             for record in records:
                 spans += self.spans(record)
         body = otlp.request(self.resource, self.scope, spans)
-        return gzip.compress(body, 1) if self.gzip else body
+        if not self.gzip:
+            return body
+        packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: with a gzip header and trailer
+        parts = []
+        for offset in range(0, len(body), GZIP_SLICE):
+            if offset and pause is not None:
+                pause()
+            parts.append(packer.compress(body[offset:offset + GZIP_SLICE]))
+        parts.append(packer.flush())
+        return b"".join(parts)
+
+    def send(self, batch: list[dict[str, Any]]) -> None:
+        self.post(self.url, self.payload(batch, pause=gevent.sleep), self.headers)
 
     # -- one call ---------------------------------------------------------------------------------
 
@@ -115,7 +132,8 @@ class OTel(HTTPExporter):
         """Name, kind and attributes that repeat for a model group, deployment and key: made once."""
         meta = record["metadata"]
         key = (record["call_type"], record["model_group"], record["custom_llm_provider"], record["model"],
-               record["api_base"], *(meta.get(k) for k, _ in KEY_ATTRIBUTES))
+               record["api_base"], meta.get("user_api_key_alias"), meta.get("user_api_key_team_id"),
+               meta.get("user_api_key_user_id"))
         found = self._static.get(key)
         if found is not None:
             return found
@@ -137,63 +155,85 @@ class OTel(HTTPExporter):
         self._static[key] = found
         return found
 
-    def stage(self, name: str) -> bytes:
-        head = self._stages.get(name)
-        if head is None:
-            head = self._stages[name] = (otlp.span_head(f"stage {name}", otlp.KIND_INTERNAL)
-                                         + otlp.attribute("llmrelay.stage", name))
-        return head
+    def stages(self, names: tuple[str, ...]) -> tuple[otlp.StageSpans, int | None]:
+        """A pipeline's stage spans (the upstream call left out) and where the upstream call is."""
+        found = self._stages.get(names)
+        if found is None:
+            heads = [otlp.span_head(f"stage {name}", otlp.KIND_INTERNAL) + otlp.attribute("llmrelay.stage", name)
+                     for name in names if name != "upstream"]
+            found = self._stages[names] = (otlp.StageSpans(heads),
+                                           names.index("upstream") if "upstream" in names else None)
+        return found
+
+    def finish_reasons(self, response: dict[str, Any]) -> bytes:
+        choices = response.get("choices")
+        if choices.__class__ is list and len(choices) == 1 and choices[0].__class__ is dict:
+            found = self._reasons.get(choices[0].get("finish_reason"))  # type: ignore[arg-type]
+            if found is not None:
+                return found
+        reasons = tuple(c["finish_reason"] for c in response.get("choices") or ()
+                        if isinstance(c, dict) and isinstance(c.get("finish_reason"), str))
+        found = self._reasons.get(reasons)
+        if found is None:
+            found = otlp.attribute("gen_ai.response.finish_reasons", list(reasons)) if reasons else b""
+            if len(self._reasons) < CACHE_SIZE:
+                self._reasons[reasons] = found
+                if len(reasons) == 1:
+                    self._reasons[reasons[0]] = found  # type: ignore[index]
+        return found
+
+    def status_code(self, status: int) -> bytes:
+        found = self._statuses.get(status)
+        if found is None:
+            found = self._statuses[status] = STATUS_CODE(status)
+        return found
 
     def spans(self, record: dict[str, Any]) -> list[bytes]:
         """The call's spans: the SERVER span, a span per stage and the upstream CLIENT span."""
         start = int(record["startTime"] * 1e9)
         end = int(record["endTime"] * 1e9)
         root_head, root_static, client_head, client_static = self.static(record)
-        int_attribute, str_attribute = otlp.int_attribute, otlp.str_attribute
-        gen_ai = [int_attribute(INPUT_TOKENS, record["prompt_tokens"]),
-                  int_attribute(OUTPUT_TOKENS, record["completion_tokens"])]
+        gen_ai = [INPUT_TOKENS(record["prompt_tokens"]), OUTPUT_TOKENS(record["completion_tokens"])]
         params = record["model_parameters"]
         if params:
-            for name, encoded in PARAMETER_KEYS:
+            for name, as_int, as_float in PARAMETER_KEYS:
                 value = params.get(name)
-                if isinstance(value, float):
-                    gen_ai.append(otlp.float_attribute(encoded, value))
-                elif isinstance(value, int) and not isinstance(value, bool):
-                    gen_ai.append(int_attribute(encoded, value))
+                if value.__class__ is int:
+                    gen_ai.append(as_int(value))
+                elif value.__class__ is float:
+                    gen_ai.append(as_float(value))
         response = record["response"]
-        if isinstance(response, dict):
+        if response.__class__ is dict:
             if response.get("id"):
-                gen_ai.append(str_attribute(RESPONSE_ID, str(response["id"])))
-            reasons = [c["finish_reason"] for c in response.get("choices") or ()
-                       if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)]
-            if reasons:
-                gen_ai.append(otlp.key_value(FINISH_REASONS, otlp.any_value(reasons)))
-        root = [root_static, *gen_ai, int_attribute(STATUS_CODE, record["status_code"]),
-                str_attribute(REQUEST_ID, record["id"]), STREAMED[bool(record["stream"])]]
+                gen_ai.append(RESPONSE_ID(str(response["id"])))
+            gen_ai.append(self.finish_reasons(response))
+        root = [root_static, *gen_ai, self.status_code(record["status_code"]),
+                REQUEST_ID(record["id"]), STREAMED[bool(record["stream"])]]
         session = record["metadata"].get("session_id")
         if session:
-            root.append(str_attribute(SESSION_ID, str(session)))
+            root.append(SESSION_ID(str(session)))
         if record["response_cost"] is not None:
-            root.append(otlp.float_attribute(COST, float(record["response_cost"])))
+            root.append(COST(float(record["response_cost"])))
         if record["time_to_first_token"] is not None:
-            root.append(otlp.float_attribute(TTFT, record["time_to_first_token"] * 1000))
+            root.append(TTFT(record["time_to_first_token"] * 1000))
         status = b""
         if record["status"] == "failure":
             error = record["error_information"] or {}
-            root.append(str_attribute(ERROR_TYPE, error.get("error_class") or "error"))
+            root.append(ERROR_TYPE(error.get("error_class") or "error"))
             status = otlp.status_error(record["error_str"] or "")
         timings = record["timings"]
-        ids = random.randbytes(24 + 8 * len(timings))
+        ids = random.randbytes(32)
         trace_id, root_id = ids[:16], ids[16:24]
         out = [otlp.span(trace_id, root_id, None, root_head, start, end, root, status)]
-        at, offset = start, 24
-        for stage, seconds in timings.items():
-            until = min(end, at + int(seconds * 1e9))
-            span_id = ids[offset:offset + 8]
-            offset += 8
-            if stage == "upstream":
-                out.append(otlp.span(trace_id, span_id, root_id, client_head, at, until, (client_static, *gen_ai)))
-            else:
-                out.append(otlp.span(trace_id, span_id, root_id, self.stage(stage), at, until))
-            at = until
+        # stages laid end to end from the call's start, each as long as its own time
+        ends = list(map(start.__add__, map(int, map(NANOSECONDS.__mul__, accumulate(timings.values())))))
+        if ends and ends[-1] > end:
+            ends = [min(t, end) for t in ends]
+        starts = [start, *ends[:-1]]
+        stages, upstream = self.stages(tuple(timings))
+        if upstream is not None:
+            out.append(otlp.span(trace_id, ids[24:], root_id, client_head, starts[upstream], ends[upstream],
+                                 (client_static, *gen_ai)))
+            del starts[upstream], ends[upstream]
+        out.append(stages.encode(trace_id, root_id, starts, ends))
         return out

@@ -12,6 +12,7 @@ what this writes with opentelemetry-proto.
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -94,6 +95,56 @@ def float_attribute(encoded_key: bytes, value: float) -> bytes:
     return key_value(encoded_key, b"\x21" + DOUBLE.pack(value))
 
 
+class IntKey:
+    """An int attribute's key, with everything before the value encoded once per value length."""
+
+    __slots__ = ("_prefixes",)
+
+    def __init__(self, name: str) -> None:
+        k = key(name)
+        # KeyValue = key, then field 2 (AnyValue = 0x18 + varint): lengths depend on the varint's
+        self._prefixes = [b""] + [ATTRIBUTE + varint(len(k) + 3 + n) + k + b"\x12" + bytes([1 + n]) + b"\x18"
+                                  for n in range(1, 11)]
+
+    def __call__(self, value: int) -> bytes:
+        encoded = varint(value)
+        return self._prefixes[len(encoded)] + encoded
+
+
+class StrKey:
+    """A string attribute's key, with everything before the value encoded once for each length
+    of a short value (ids, names); a longer value is encoded in full."""
+
+    __slots__ = ("_key", "_prefixes")
+
+    SHORT = 100
+
+    def __init__(self, name: str) -> None:
+        self._key = key(name)
+        # the whole attribute for a value of n zero bytes, less those n bytes
+        self._prefixes = [str_attribute(self._key, "\0" * n)[:len(str_attribute(self._key, "\0" * n)) - n]
+                          for n in range(self.SHORT)]
+
+    def __call__(self, value: str) -> bytes:
+        data = value.encode()
+        if len(data) < self.SHORT:
+            return self._prefixes[len(data)] + data
+        return str_attribute(self._key, value)
+
+
+class FloatKey:
+    """A double attribute's key, encoded once with everything before the 8 value bytes."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, name: str) -> None:
+        k = key(name)
+        self._prefix = ATTRIBUTE + varint(len(k) + 11) + k + b"\x12\x09\x21"
+
+    def __call__(self, value: float) -> bytes:
+        return self._prefix + DOUBLE.pack(value)
+
+
 def attribute(name: str, value: Any) -> bytes:
     """One span attribute of any supported type (the typed helpers are for hot paths)."""
     return key_value(key(name), any_value(value))
@@ -111,14 +162,53 @@ def span(trace_id: bytes, span_id: bytes, parent_id: bytes | None, head: bytes, 
          attrs: Sequence[bytes] = (), status: bytes = b"") -> bytes:
     """A whole ``Span`` as ``ScopeSpans.spans`` (field 2) holds it.
 
-    ``head`` is the span's name and kind, made once by ``span_head``.
+    ``head`` is the span's name and kind, made once by ``span_head``. The fixed-size fields
+    come last (protobuf readers take fields in any order), as in ``StageSpan``.
     """
-    parts = [TRACE_ID, trace_id, SPAN_ID, span_id]
+    parts = [head, *attrs, status, FLAGS, TRACE_ID, trace_id, SPAN_ID, span_id]
     if parent_id is not None:
         parts += (PARENT_ID, parent_id)
-    parts += (head, TIMES.pack(START_TAG, start, END_TAG, end), *attrs, status, FLAGS)
+    parts.append(TIMES.pack(START_TAG, start, END_TAG, end))
     body = b"".join(parts)
     return b"\x12" + varint(len(body)) + body
+
+
+class StageSpans:
+    """The spans of a fixed sequence of stages (a pipeline), all encoded by one ``struct`` call.
+
+    A stage span's name and attributes never change, and its ids and times are fixed-size: each
+    span is a constant prefix (length, name, kind, attributes, flags, trace-id tag) followed by
+    the trace id, its own id, the parent id and two times. The constants sit in an argument
+    template; a call fills in the variable slots by slice and packs the lot at once.
+    """
+
+    __slots__ = ("_ids", "_pack", "_template", "count")
+
+    def __init__(self, heads: Sequence[bytes]) -> None:
+        self.count = len(heads)
+        fmt, template = ["<"], []
+        tail = len(TRACE_ID) + 16 + len(SPAN_ID) + 8 + len(PARENT_ID) + 8 + TIMES.size
+        for head in heads:
+            prefix = b"\x12" + varint(len(head) + len(FLAGS) + tail) + head + FLAGS + TRACE_ID
+            # prefix, trace id + span-id tag, span id, parent tag + parent id, start, end
+            fmt.append(f"{len(prefix)}s18sQ10sBQBQ")
+            template += (prefix, None, None, None, START_TAG, None, END_TAG, None)
+        self._template = template
+        self._pack = struct.Struct("".join(fmt)).pack
+        self._ids = struct.Struct(f"<{self.count}Q").unpack
+
+    def encode(self, trace_id: bytes, parent_id: bytes, starts: list[int], ends: list[int]) -> bytes:
+        n = self.count
+        if not n:
+            return b""
+        args = self._template.copy()
+        args[1::8] = [trace_id + SPAN_ID] * n
+        ids = self._ids(random.randbytes(8 * n))
+        args[2::8] = ids if 0 not in ids else [i or 1 for i in ids]  # an all-zero span id is invalid
+        args[3::8] = [PARENT_ID + parent_id] * n
+        args[5::8] = starts
+        args[7::8] = ends
+        return self._pack(*args)
 
 
 def span_head(name: str, kind: int) -> bytes:
@@ -145,7 +235,12 @@ def scope_prefix(resource_attributes: dict[str, Any], scope_name: str, scope_ver
 
 
 def request(resource: bytes, scope: bytes, spans: Sequence[bytes]) -> bytes:
-    """``ExportTraceServiceRequest`` with one ResourceSpans holding one ScopeSpans of ``spans``."""
-    scope_spans = scope + b"".join(spans)
-    resource_spans = resource + field(b"\x12", scope_spans)
-    return field(b"\x0a", resource_spans)
+    """``ExportTraceServiceRequest`` with one ResourceSpans holding one ScopeSpans of ``spans``.
+
+    Written with one join: a batch is hundreds of kilobytes, and each extra concatenation would
+    copy all of it again.
+    """
+    scope_spans_size = len(scope) + sum(map(len, spans))
+    scope_spans_head = b"\x12" + varint(scope_spans_size)
+    resource_spans_size = len(resource) + len(scope_spans_head) + scope_spans_size
+    return b"".join((b"\x0a", varint(resource_spans_size), resource, scope_spans_head, scope, *spans))

@@ -45,8 +45,9 @@ def response_of(ctx: RequestContext) -> Any:
     return None
 
 
-def build_record(ctx: RequestContext, *, redact: bool = False, cost: float | None = None) -> dict[str, Any]:
-    """Everything an exporter needs about one finished call."""
+def build_record(ctx: RequestContext, *, redact: bool = False, cost: float | None = None,
+                 pid: int | None = None) -> dict[str, Any]:
+    """Everything an exporter needs about one finished call (``pid``: the worker's, if known)."""
     dep = ctx.deployment
     usage = ctx.usage or {}
     prompt = int(usage.get("prompt_tokens") or 0)
@@ -94,13 +95,17 @@ def build_record(ctx: RequestContext, *, redact: bool = False, cost: float | Non
             "user_api_key_team_id": caller.get("team_id"),
             "user_api_key_user_id": caller.get("user_id"),
             "requester_metadata": meta,
-            **{k: meta[k] for k in TRACE_KEYS if k in meta},
         },
         "attempts": len(ctx.attempts),
         "error_str": None,
         "error_information": None,
-        "pid": os.getpid(),
+        "pid": pid if pid is not None else os.getpid(),
     }
+    if meta:
+        record_meta = record["metadata"]
+        for k in TRACE_KEYS:
+            if k in meta:
+                record_meta[k] = meta[k]
     if ctx.error is not None:
         err = ctx.error
         record["error_str"] = err.message[:2000]

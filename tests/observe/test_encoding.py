@@ -90,7 +90,7 @@ def test_otel_payload_of_a_failed_call_gzip_and_cache() -> None:
         assert len(exporter._static) == 1  # both calls share their model-and-key attribute block
     finally:
         exporter.close(0)
-    (resource_spans,) = decode(gzip.decompress(body)).resource_spans
+    (resource_spans,) = decode(gzip.decompress(body)).resource_spans  # one gzip stream, made in slices
     service = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
     assert service["service.name"] == "gw" and service["telemetry.sdk.name"] == "opentelemetry"
     spans = resource_spans.scope_spans[0].spans
