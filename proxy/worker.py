@@ -83,6 +83,9 @@ class RelayWorker(GeventWorker):
             super().run()
         finally:
             self._close_app()
+            # back under the collector, so that the interpreter's exit clears them in order
+            # (frozen objects outlive the modules their finalisers call into)
+            gc.unfreeze()
 
     def _close_app(self) -> None:
         """Flush what the app buffers (usage counters, spend logs) before the process exits."""
