@@ -56,7 +56,9 @@ def freeze_boot_objects() -> None:
     the config, modules). Every full collection walked all of them: 50-60 ms with the hub
     stopped, a few times a minute under load, and more often when exporters keep records
     queued for their next batch. Frozen, they are still freed by reference counting; a full
-    collection walks only what requests made.
+    collection walks only what requests made. (Boot objects caught in a reference cycle when a
+    config reload replaces them stay until the worker exits: once, never per reload, since what a
+    reload builds is not frozen.)
     """
     gc.collect()
     gc.freeze()
