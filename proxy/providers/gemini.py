@@ -160,7 +160,7 @@ class GeminiAdapter(Adapter):
         if ctx.kind == "embedding":
             body = {"requests": [embed_request(model, text, request) for text in embedding_texts(request)]}
             return UpstreamCall("POST", url + ":batchEmbedContents", headers, orjson.dumps(body))
-        body = translate_request(request, self.provider)
+        body = translate_request(request, self.provider, model)
         if ctx.stream:
             headers["Accept"] = "text/event-stream"
             return UpstreamCall("POST", url + ":streamGenerateContent?alt=sse", headers, orjson.dumps(body),

@@ -15,8 +15,14 @@ Request (OpenAI chat -> ``GenerateContentRequest``):
 - function ``tools`` become one ``functionDeclarations`` tool; ``tool_choice``
   auto/none/required/named becomes ``toolConfig.functionCallingConfig`` mode AUTO/NONE/ANY/ANY with
   ``allowedFunctionNames``;
+- ``reasoning_effort`` becomes ``generationConfig.thinkingConfig`` as LiteLLM maps it: a
+  ``thinkingBudget`` (minimal 128 — 1 on gemini-2.5-flash, 512 on -flash-lite —, low 1024,
+  medium 2048, high 4096, disable/none 0; LiteLLM's ``DEFAULT_REASONING_EFFORT_*_THINKING_BUDGET``
+  environment variables change them), or on Gemini 3 and later a ``thinkingLevel`` (minimal and
+  low: ``low``; medium and high: ``high``); thoughts are included unless disabled;
 - Gemini's own fields (``safetySettings``/``safety_settings``, ``cachedContent``/``cached_content``,
-  ``labels``, ``thinkingConfig``) pass through.
+  ``labels``) pass through; a ``thinkingConfig`` goes into ``generationConfig``, where the API
+  reads it, and wins over ``reasoning_effort``.
 
 Response: each candidate becomes a choice (``thought`` parts -> ``reasoning_content``,
 ``functionCall`` parts -> ``tool_calls``); ``finishReason`` is mapped as LiteLLM maps it
@@ -30,6 +36,8 @@ candidate stopped for safety before it produced anything, is a ContentPolicyViol
 from __future__ import annotations
 
 import mimetypes
+import os
+import re
 import time
 import uuid
 from typing import Any
@@ -45,6 +53,7 @@ TRANSLATED = frozenset(
         "messages", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "n",
         "presence_penalty", "frequency_penalty", "seed", "logprobs", "top_logprobs", "response_format",
         "tools", "tool_choice", "parallel_tool_calls", "stream", "stream_options", "user", "extra_headers",
+        "reasoning_effort",
     }
 )
 #: Gemini request fields (and LiteLLM's snake_case names for them) sent as they are.
@@ -54,6 +63,35 @@ NATIVE = {
     "thinkingConfig": None, "generationConfig": None, "toolConfig": None,
 }
 UNSUPPORTED = CHAT_PARAMS - TRANSLATED
+
+
+def _budget(name: str, default: int) -> int:
+    """A thinking budget, overridable with LiteLLM's environment variable of the same name."""
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+#: reasoning_effort -> thinkingBudget (Gemini 2.x), LiteLLM's defaults and variable names
+THINKING_BUDGETS = {
+    "low": _budget("DEFAULT_REASONING_EFFORT_LOW_THINKING_BUDGET", 1024),
+    "medium": _budget("DEFAULT_REASONING_EFFORT_MEDIUM_THINKING_BUDGET", 2048),
+    "high": _budget("DEFAULT_REASONING_EFFORT_HIGH_THINKING_BUDGET", 4096),
+    "disable": _budget("DEFAULT_REASONING_EFFORT_DISABLE_THINKING_BUDGET", 0),
+    "none": 0,
+}
+#: the smallest budget per model family (the first name found in the model wins), else the default
+MINIMAL_BUDGETS = (
+    ("gemini-2.5-flash-lite", _budget("DEFAULT_REASONING_EFFORT_MINIMAL_THINKING_BUDGET_GEMINI_2_5_FLASH_LITE", 512)),
+    ("gemini-2.5-pro", _budget("DEFAULT_REASONING_EFFORT_MINIMAL_THINKING_BUDGET_GEMINI_2_5_PRO", 128)),
+    ("gemini-2.5-flash", _budget("DEFAULT_REASONING_EFFORT_MINIMAL_THINKING_BUDGET_GEMINI_2_5_FLASH", 1)),
+)
+MINIMAL_BUDGET = _budget("DEFAULT_REASONING_EFFORT_MINIMAL_THINKING_BUDGET", 128)
+#: reasoning_effort -> thinkingLevel (Gemini 3 and later cannot switch thinking off)
+THINKING_LEVELS = {"minimal": "low", "low": "low", "medium": "high", "high": "high", "disable": "low",
+                   "none": "low"}
+GEMINI_VERSION = re.compile(r"gemini-(\d+)")
 
 #: Gemini finishReason -> OpenAI finish_reason, as LiteLLM's map_finish_reason has it.
 FINISH_REASONS = {
@@ -81,8 +119,8 @@ SCHEMA_KEYS = frozenset(
 # -- request ----------------------------------------------------------------------------------------
 
 
-def translate_request(request: dict[str, Any], provider: str) -> dict[str, Any]:
-    """An OpenAI chat request -> a generateContent body."""
+def translate_request(request: dict[str, Any], provider: str, model: str = "") -> dict[str, Any]:
+    """An OpenAI chat request -> a generateContent body (``model``: the upstream model's name)."""
     refused = sorted(k for k in UNSUPPORTED if k in request and request[k] is not None
                      and request[k] is not False)
     if refused:
@@ -100,7 +138,7 @@ def translate_request(request: dict[str, Any], provider: str) -> dict[str, Any]:
                                           "parts": t["content"]} for t in turns]}
     if system:
         body["systemInstruction"] = {"parts": system}
-    config = generation_config(request)
+    config = generation_config(request, model)
     tools = [declaration(t) for t in request.get("tools") or () if t.get("type", "function") == "function"]
     if tools:
         body["tools"] = [{"functionDeclarations": tools}]
@@ -111,6 +149,8 @@ def translate_request(request: dict[str, Any], provider: str) -> dict[str, Any]:
         if key in NATIVE and value is not None:
             if key == "top_k":
                 config["topK"] = value
+            elif key == "thinkingConfig":
+                config["thinkingConfig"] = value
             elif key == "generationConfig" and isinstance(value, dict):
                 config.update(value)
             else:
@@ -120,7 +160,24 @@ def translate_request(request: dict[str, Any], provider: str) -> dict[str, Any]:
     return body
 
 
-def generation_config(request: dict[str, Any]) -> dict[str, Any]:
+def thinking_config(effort: Any, model: str) -> dict[str, Any]:
+    """``reasoning_effort`` as Gemini's ``thinkingConfig`` for ``model``."""
+    if effort not in THINKING_LEVELS:
+        raise BadRequest(f"reasoning_effort must be one of {', '.join(THINKING_LEVELS)}; got {effort!r}",
+                         param="reasoning_effort")
+    include = effort not in ("disable", "none")
+    version = GEMINI_VERSION.search(model.lower())
+    if version and int(version.group(1)) >= 3:
+        return {"thinkingLevel": THINKING_LEVELS[effort], "includeThoughts": include}
+    if effort == "minimal":
+        lowered = model.lower()
+        budget = next((b for family, b in MINIMAL_BUDGETS if family in lowered), MINIMAL_BUDGET)
+    else:
+        budget = THINKING_BUDGETS[effort]
+    return {"thinkingBudget": budget, "includeThoughts": include}
+
+
+def generation_config(request: dict[str, Any], model: str = "") -> dict[str, Any]:
     config: dict[str, Any] = {}
     for src, dst in (("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCount"),
                      ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"),
@@ -141,6 +198,8 @@ def generation_config(request: dict[str, Any]) -> dict[str, Any]:
             config["responseSchema"] = gemini_schema(schema)
     elif fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
         raise BadRequest("response_format must be text, json_object or json_schema", param="response_format")
+    if request.get("reasoning_effort") is not None:
+        config["thinkingConfig"] = thinking_config(request["reasoning_effort"], model)
     return config
 
 

@@ -128,7 +128,7 @@ class VertexAdapter(Adapter):
             method = "streamRawPredict" if ctx.stream else "rawPredict"
             return UpstreamCall("POST", self.model_url(deployment, model, method), headers, orjson.dumps(body),
                                 stream=ctx.stream)
-        body = translate_request(request, self.provider)
+        body = translate_request(request, self.provider, model)
         if ctx.stream:
             headers["Accept"] = "text/event-stream"
             url = self.model_url(deployment, model, "streamGenerateContent") + "?alt=sse"

@@ -250,3 +250,39 @@ def test_error_mapping() -> None:
     bad_key = orjson.dumps([{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT"}}])
     err = adapter.map_error(400, {}, bad_key)
     assert err.status == 400 and "API key not valid" in err.message
+
+
+@pytest.mark.parametrize(("model", "effort", "config"), [
+    ("gemini/gemini-2.5-flash", "low", {"thinkingBudget": 1024, "includeThoughts": True}),
+    ("gemini/gemini-2.5-flash", "medium", {"thinkingBudget": 2048, "includeThoughts": True}),
+    ("gemini/gemini-2.5-pro", "high", {"thinkingBudget": 4096, "includeThoughts": True}),
+    ("gemini/gemini-2.5-flash", "minimal", {"thinkingBudget": 1, "includeThoughts": True}),
+    ("gemini/gemini-2.5-flash-lite", "minimal", {"thinkingBudget": 512, "includeThoughts": True}),
+    ("gemini/gemini-2.5-pro", "minimal", {"thinkingBudget": 128, "includeThoughts": True}),
+    ("gemini/gemini-2.0-flash-thinking-exp", "minimal", {"thinkingBudget": 128, "includeThoughts": True}),
+    ("gemini/gemini-2.5-flash", "disable", {"thinkingBudget": 0, "includeThoughts": False}),
+    ("gemini/gemini-2.5-flash", "none", {"thinkingBudget": 0, "includeThoughts": False}),
+    ("gemini/gemini-3-pro-preview", "medium", {"thinkingLevel": "high", "includeThoughts": True}),
+    ("gemini/gemini-3-flash-preview", "minimal", {"thinkingLevel": "low", "includeThoughts": True}),
+    ("gemini/gemini-3-pro-preview", "none", {"thinkingLevel": "low", "includeThoughts": False}),
+])
+def test_reasoning_effort_becomes_thinking_config(model: str, effort: str, config: dict[str, Any]) -> None:
+    dep = Deployment.from_entry({"model_name": "g", "litellm_params": {"model": model, "api_key": "k"}},
+                                ProviderRegistry())
+    ctx = ctx_for({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": effort, "max_tokens": 50})
+    body = orjson.loads(dep.adapter.build_request(ctx, dep).body)
+    assert body["generationConfig"] == {"maxOutputTokens": 50, "thinkingConfig": config}
+    assert "thinkingConfig" not in body and "reasoning_effort" not in body
+
+
+def test_bad_reasoning_effort_and_native_thinking_config() -> None:
+    dep = deployment()
+    with pytest.raises(BadRequest) as info:
+        dep.adapter.build_request(ctx_for({"messages": [{"role": "user", "content": "x"}],
+                                           "reasoning_effort": "extreme"}), dep)
+    assert info.value.param == "reasoning_effort" and "extreme" in info.value.message
+    # Gemini's own thinkingConfig goes where the API reads it, and wins over reasoning_effort
+    native = {"thinkingBudget": 300, "includeThoughts": False}
+    body = orjson.loads(dep.adapter.build_request(ctx_for({
+        "messages": [{"role": "user", "content": "x"}], "thinkingConfig": native, "reasoning_effort": "high"}), dep).body)
+    assert body["generationConfig"] == {"thinkingConfig": native} and "thinkingConfig" not in body

@@ -154,3 +154,12 @@ def test_pass_through_meter() -> None:
     meter = PassThroughMeter()
     meter.answer({}, orjson.dumps(PREDICT))
     assert meter.usage == {"prompt_tokens": 8, "completion_tokens": 0, "total_tokens": 8}
+
+
+def test_reasoning_effort_on_vertex_follows_the_model_version() -> None:
+    body = {"model": "v", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "low"}
+    old, new = deployment(model="vertex_ai/gemini-2.5-flash"), deployment(model="vertex_ai/gemini-3-pro-preview")
+    assert orjson.loads(old.adapter.build_request(RequestContext("chat", dict(body)), old).body)["generationConfig"] == {
+        "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": True}}
+    assert orjson.loads(new.adapter.build_request(RequestContext("chat", dict(body)), new).body)["generationConfig"] == {
+        "thinkingConfig": {"thinkingLevel": "low", "includeThoughts": True}}
