@@ -19,7 +19,6 @@ Settings: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOIN
 
 from __future__ import annotations
 
-import random
 import zlib
 from collections.abc import Callable, Mapping
 from itertools import accumulate
@@ -98,8 +97,7 @@ class OTel(HTTPExporter):
         service = env(environ, "OTEL_SERVICE_NAME", "llmrelay")
         resource = Resource.create({"service.name": service})
         self.resource, self.scope = otlp.scope_prefix(dict(resource.attributes), "llmrelay", __version__)
-        self._static: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, bytes]] = {}
-        self._stages: dict[tuple[str, ...], tuple[otlp.StageSpans, int | None]] = {}
+        self._shapes: dict[tuple[Any, ...], otlp.CallSpans] = {}
         self._reasons: dict[Any, bytes] = {}  # by the tuple of reasons, and by a single one
         self._statuses: dict[int, bytes] = {}
         super().__init__(on_drop)
@@ -109,8 +107,7 @@ class OTel(HTTPExporter):
         (gevent.sleep) the hub serves requests between slices of the work."""
         spans: list[bytes] = []
         for records in slices(batch, pause):
-            for record in records:
-                spans += self.spans(record)
+            spans += map(self.spans, records)
         body = otlp.request(self.resource, self.scope, spans)
         if not self.gzip:
             return body
@@ -128,13 +125,14 @@ class OTel(HTTPExporter):
 
     # -- one call ---------------------------------------------------------------------------------
 
-    def static(self, record: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes]:
-        """Name, kind and attributes that repeat for a model group, deployment and key: made once."""
+    def shape(self, record: dict[str, Any]) -> otlp.CallSpans:
+        """The spans' constant parts for a model group, deployment, key and pipeline: made once."""
         meta = record["metadata"]
+        timings = record["timings"]
         key = (record["call_type"], record["model_group"], record["custom_llm_provider"], record["model"],
                record["api_base"], meta.get("user_api_key_alias"), meta.get("user_api_key_team_id"),
-               meta.get("user_api_key_user_id"))
-        found = self._static.get(key)
+               meta.get("user_api_key_user_id"), *timings)
+        found = self._shapes.get(key)
         if found is not None:
             return found
         operation = OPERATIONS.get(record["call_type"], record["call_type"])
@@ -146,24 +144,20 @@ class OTel(HTTPExporter):
             gen_ai.append(("gen_ai.response.model", record["model"]))
         keys = [(attr, str(meta[k])) for k, attr in KEY_ATTRIBUTES if meta.get(k)]
         client = server_attributes(record["api_base"]) if record["api_base"] else []
-        found = (otlp.span_head(f"{operation} {record['model_group']}", otlp.KIND_SERVER),
-                 otlp.attributes(gen_ai + keys),
-                 otlp.span_head(f"{operation} {record['model'] or record['model_group']}", otlp.KIND_CLIENT),
-                 otlp.attributes(gen_ai + client))
-        if len(self._static) >= CACHE_SIZE:
-            self._static.clear()
-        self._static[key] = found
+        stages = [None if name == "upstream" else self.stage_head(name) for name in timings]
+        found = otlp.CallSpans(
+            otlp.span_head(f"{operation} {record['model_group']}", otlp.KIND_SERVER) + otlp.attributes(gen_ai + keys),
+            stages,
+            otlp.span_head(f"{operation} {record['model'] or record['model_group']}", otlp.KIND_CLIENT)
+            + otlp.attributes(gen_ai + client))
+        if len(self._shapes) >= CACHE_SIZE:
+            self._shapes.clear()
+        self._shapes[key] = found
         return found
 
-    def stages(self, names: tuple[str, ...]) -> tuple[otlp.StageSpans, int | None]:
-        """A pipeline's stage spans (the upstream call left out) and where the upstream call is."""
-        found = self._stages.get(names)
-        if found is None:
-            heads = [otlp.span_head(f"stage {name}", otlp.KIND_INTERNAL) + otlp.attribute("llmrelay.stage", name)
-                     for name in names if name != "upstream"]
-            found = self._stages[names] = (otlp.StageSpans(heads),
-                                           names.index("upstream") if "upstream" in names else None)
-        return found
+    @staticmethod
+    def stage_head(name: str) -> bytes:
+        return otlp.span_head(f"stage {name}", otlp.KIND_INTERNAL) + otlp.attribute("llmrelay.stage", name)
 
     def finish_reasons(self, response: dict[str, Any]) -> bytes:
         choices = response.get("choices")
@@ -188,11 +182,11 @@ class OTel(HTTPExporter):
             found = self._statuses[status] = STATUS_CODE(status)
         return found
 
-    def spans(self, record: dict[str, Any]) -> list[bytes]:
+    def spans(self, record: dict[str, Any]) -> bytes:
         """The call's spans: the SERVER span, a span per stage and the upstream CLIENT span."""
         start = int(record["startTime"] * 1e9)
         end = int(record["endTime"] * 1e9)
-        root_head, root_static, client_head, client_static = self.static(record)
+        # attributes of the call and of its upstream CLIENT span
         gen_ai = [INPUT_TOKENS(record["prompt_tokens"]), OUTPUT_TOKENS(record["completion_tokens"])]
         params = record["model_parameters"]
         if params:
@@ -207,33 +201,22 @@ class OTel(HTTPExporter):
             if response.get("id"):
                 gen_ai.append(RESPONSE_ID(str(response["id"])))
             gen_ai.append(self.finish_reasons(response))
-        root = [root_static, *gen_ai, self.status_code(record["status_code"]),
-                REQUEST_ID(record["id"]), STREAMED[bool(record["stream"])]]
+        # attributes of the call alone
+        rest = [self.status_code(record["status_code"]), REQUEST_ID(record["id"]), STREAMED[bool(record["stream"])]]
         session = record["metadata"].get("session_id")
         if session:
-            root.append(SESSION_ID(str(session)))
+            rest.append(SESSION_ID(str(session)))
         if record["response_cost"] is not None:
-            root.append(COST(float(record["response_cost"])))
+            rest.append(COST(float(record["response_cost"])))
         if record["time_to_first_token"] is not None:
-            root.append(TTFT(record["time_to_first_token"] * 1000))
-        status = b""
+            rest.append(TTFT(record["time_to_first_token"] * 1000))
         if record["status"] == "failure":
             error = record["error_information"] or {}
-            root.append(ERROR_TYPE(error.get("error_class") or "error"))
-            status = otlp.status_error(record["error_str"] or "")
-        timings = record["timings"]
-        ids = random.randbytes(32)
-        trace_id, root_id = ids[:16], ids[16:24]
-        out = [otlp.span(trace_id, root_id, None, root_head, start, end, root, status)]
+            rest.append(ERROR_TYPE(error.get("error_class") or "error"))
+            rest.append(otlp.status_error(record["error_str"] or ""))
         # stages laid end to end from the call's start, each as long as its own time
-        ends = list(map(start.__add__, map(int, map(NANOSECONDS.__mul__, accumulate(timings.values())))))
+        ends = [start + int(t * NANOSECONDS) for t in accumulate(record["timings"].values())]
         if ends and ends[-1] > end:
             ends = [min(t, end) for t in ends]
         starts = [start, *ends[:-1]]
-        stages, upstream = self.stages(tuple(timings))
-        if upstream is not None:
-            out.append(otlp.span(trace_id, ids[24:], root_id, client_head, starts[upstream], ends[upstream],
-                                 (client_static, *gen_ai)))
-            del starts[upstream], ends[upstream]
-        out.append(stages.encode(trace_id, root_id, starts, ends))
-        return out
+        return self.shape(record).encode(start, end, starts, ends, b"".join(gen_ai), b"".join(rest))

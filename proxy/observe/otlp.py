@@ -96,19 +96,28 @@ def float_attribute(encoded_key: bytes, value: float) -> bytes:
 
 
 class IntKey:
-    """An int attribute's key, with everything before the value encoded once per value length."""
+    """An int attribute's key, with everything before the value encoded once per value length;
+    whole attributes of values seen before (token counts, limits) are kept, up to a bound."""
 
-    __slots__ = ("_prefixes",)
+    __slots__ = ("_prefixes", "_seen")
+
+    SEEN = 4096
 
     def __init__(self, name: str) -> None:
         k = key(name)
         # KeyValue = key, then field 2 (AnyValue = 0x18 + varint): lengths depend on the varint's
         self._prefixes = [b""] + [ATTRIBUTE + varint(len(k) + 3 + n) + k + b"\x12" + bytes([1 + n]) + b"\x18"
                                   for n in range(1, 11)]
+        self._seen: dict[int, bytes] = {}
 
     def __call__(self, value: int) -> bytes:
-        encoded = varint(value)
-        return self._prefixes[len(encoded)] + encoded
+        found = self._seen.get(value)
+        if found is None:
+            encoded = varint(value)
+            found = self._prefixes[len(encoded)] + encoded
+            if len(self._seen) < self.SEEN:
+                self._seen[value] = found
+        return found
 
 
 class StrKey:
@@ -173,42 +182,97 @@ def span(trace_id: bytes, span_id: bytes, parent_id: bytes | None, head: bytes, 
     return b"\x12" + varint(len(body)) + body
 
 
-class StageSpans:
-    """The spans of a fixed sequence of stages (a pipeline), all encoded by one ``struct`` call.
+class CallSpans:
+    """Every span of one call's shape, its fixed-size fields written by one ``struct`` call.
 
-    A stage span's name and attributes never change, and its ids and times are fixed-size: each
-    span is a constant prefix (length, name, kind, attributes, flags, trace-id tag) followed by
-    the trace id, its own id, the parent id and two times. The constants sit in an argument
-    template; a call fills in the variable slots by slice and packs the lot at once.
+    A shape is what repeats from call to call of a model group, key and pipeline: the root SERVER
+    span's name and attributes, one INTERNAL span per stage and, where the call reached an
+    upstream, the CLIENT span. Per call only ids, times and a few attributes change. The ids and
+    times of every span sit in one argument template with the constant bytes between them, so
+    a call fills in the slots and packs them at once. The per-call attributes are two byte
+    strings: ``gen_ai`` (the root and the CLIENT span carry it) and ``rest`` (the root alone).
+
+    Layout of the bytes, spans in any order as protobuf allows: the root span's length prefix,
+    name, kind and attributes, then the packed part (the root's ids and times, every stage span,
+    the CLIENT span's head, ids and times), then the CLIENT span's ``gen_ai`` attributes.
     """
 
-    __slots__ = ("_ids", "_pack", "_template", "count")
+    __slots__ = ("_client", "_ids", "_layouts", "_nbytes", "_root", "_root_prefixes", "_stage_items",
+                 "count", "upstream")
 
-    def __init__(self, heads: Sequence[bytes]) -> None:
+    #: root tail: FLAGS + trace-id tag, trace id + span-id tag, span id, start, end
+    ROOT_TAIL = len(FLAGS) + len(TRACE_ID) + 16 + len(SPAN_ID) + 8 + TIMES.size
+    #: a child span's fixed fields: the root tail's and the parent id
+    CHILD_TAIL = ROOT_TAIL + len(PARENT_ID) + 8
+
+    def __init__(self, root: bytes, stages: Sequence[bytes | None], client: bytes | None) -> None:
+        """``root``/``client``: a span's name, kind and constant attributes; ``stages``: those of
+        each stage span in pipeline order, ``None`` where the upstream call (the CLIENT span) is."""
+        self._root = root
+        self.upstream = stages.index(None) if None in stages else None
+        self._client = client if self.upstream is not None else None
+        heads = [head for head in stages if head is not None]
         self.count = len(heads)
-        fmt, template = ["<"], []
-        tail = len(TRACE_ID) + 16 + len(SPAN_ID) + 8 + len(PARENT_ID) + 8 + TIMES.size
-        for head in heads:
-            prefix = b"\x12" + varint(len(head) + len(FLAGS) + tail) + head + FLAGS + TRACE_ID
+        spans = 1 + self.count + (self._client is not None)
+        self._nbytes = 16 + 8 * spans
+        self._ids = struct.Struct(f"<16s{spans}Q").unpack
+        self._stage_items = [b"\x12" + varint(len(head) + self.CHILD_TAIL) + head + FLAGS + TRACE_ID for head in heads]
+        self._layouts: dict[int, tuple[Any, list[Any]]] = {}
+        self._root_prefixes: dict[int, bytes] = {}
+
+    def _layout(self, client_attributes: int) -> tuple[Any, list[Any]]:
+        """The struct and argument template for a CLIENT span with attributes this long."""
+        fmt = ["<8s18sQBQBQ"]
+        template: list[Any] = [FLAGS + TRACE_ID, None, None, START_TAG, None, END_TAG, None]
+        for prefix in self._stage_items:
             # prefix, trace id + span-id tag, span id, parent tag + parent id, start, end
             fmt.append(f"{len(prefix)}s18sQ10sBQBQ")
             template += (prefix, None, None, None, START_TAG, None, END_TAG, None)
-        self._template = template
-        self._pack = struct.Struct("".join(fmt)).pack
-        self._ids = struct.Struct(f"<{self.count}Q").unpack
+        if self._client is not None:
+            size = len(self._client) + self.CHILD_TAIL + client_attributes
+            prefix = b"\x12" + varint(size) + self._client + FLAGS + TRACE_ID
+            fmt.append(f"{len(prefix)}s18sQ10sBQBQ")
+            template += (prefix, None, None, None, START_TAG, None, END_TAG, None)
+        found = (struct.Struct("".join(fmt)).pack, template)
+        if len(self._layouts) < 64:
+            self._layouts[client_attributes] = found
+        return found
 
-    def encode(self, trace_id: bytes, parent_id: bytes, starts: list[int], ends: list[int]) -> bytes:
+    def _root_prefix(self, size: int) -> bytes:
+        found = self._root_prefixes.get(size)
+        if found is None:
+            found = b"\x12" + varint(size) + self._root
+            if len(self._root_prefixes) < 256:
+                self._root_prefixes[size] = found
+        return found
+
+    def encode(self, start: int, end: int, starts: list[int], ends: list[int], gen_ai: bytes, rest: bytes) -> bytes:
+        """The call's spans. ``starts``/``ends``: each stage's times (the upstream call's included,
+        in pipeline order; the lists are consumed)."""
+        trace_id, *ids = self._ids(random.randbytes(self._nbytes))
+        if 0 in ids:  # an all-zero span id is invalid
+            ids = [i or 1 for i in ids]
+        pack, template = self._layouts.get(len(gen_ai)) or self._layout(len(gen_ai))
+        args = template.copy()
+        ts = trace_id + SPAN_ID
+        parent = PARENT_ID + ids[0].to_bytes(8, "little")
+        args[1], args[2], args[4], args[6] = ts, ids[0], start, end
+        upstream = self.upstream
+        if upstream is not None:
+            client_start, client_end = starts.pop(upstream), ends.pop(upstream)
+            args[-7], args[-6], args[-5], args[-3], args[-1] = ts, ids[-1], parent, client_start, client_end
         n = self.count
-        if not n:
-            return b""
-        args = self._template.copy()
-        args[1::8] = [trace_id + SPAN_ID] * n
-        ids = self._ids(random.randbytes(8 * n))
-        args[2::8] = ids if 0 not in ids else [i or 1 for i in ids]  # an all-zero span id is invalid
-        args[3::8] = [PARENT_ID + parent_id] * n
-        args[5::8] = starts
-        args[7::8] = ends
-        return self._pack(*args)
+        if n:
+            stop = 7 + 8 * n
+            args[8:stop:8] = [ts] * n
+            args[9:stop:8] = ids[1:n + 1]
+            args[10:stop:8] = [parent] * n
+            args[12:stop:8] = starts
+            args[14:stop:8] = ends
+        root = self._root_prefix(len(self._root) + len(gen_ai) + len(rest) + self.ROOT_TAIL)
+        if upstream is None:
+            return b"".join((root, gen_ai, rest, pack(*args)))
+        return b"".join((root, gen_ai, rest, pack(*args), gen_ai))
 
 
 def span_head(name: str, kind: int) -> bytes:

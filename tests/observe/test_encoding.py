@@ -87,7 +87,7 @@ def test_otel_payload_of_a_failed_call_gzip_and_cache() -> None:
                           api_base="https://api.example.com:8443/v1")
         body = exporter.payload([ok, failed])
         assert exporter.url == "http://127.0.0.1:1/v1/traces" and exporter.headers["Content-Encoding"] == "gzip"
-        assert len(exporter._static) == 1  # both calls share their model-and-key attribute block
+        assert len(exporter._shapes) == 1  # both calls share the constant parts of their spans
     finally:
         exporter.close(0)
     (resource_spans,) = decode(gzip.decompress(body)).resource_spans  # one gzip stream, made in slices
