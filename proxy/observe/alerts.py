@@ -155,8 +155,14 @@ class SlackAlerts(HTTPExporter):
                        f"Deployment: `{describe(dep)}`\nRequest id: `{ctx.request_id}`"
                        f"{key_line(ctx.caller)}")
 
-    def on_record(self, record: dict[str, Any], ctx: RequestContext) -> None:
-        """A call finished: slow? failed upstream? a budget crossed?"""
+    def on_finish(self, ctx: RequestContext) -> None:
+        """A call was answered: did its spend cross a budget's 80% or 100%? Checked as each call
+        ends, so that every step of a budget is seen, not only where a batch of calls left it."""
+        if "budget_alerts" in self.types and self.guard is not None and ctx.caller.get("key") is not None:
+            self.check_budgets(ctx.caller)
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        """A call's record: was it slow, or did its upstream fail?"""
         subject = record["model_id"] or record["model_group"]
         deployment = f"{record['custom_llm_provider']}/{record['model']}" if record["model_id"] else "-"
         if record["status"] == "failure":
@@ -171,8 +177,6 @@ class SlackAlerts(HTTPExporter):
                        f"`Responses are slow - {record['response_time']:.1f}s response time > Alerting "
                        f"threshold: {self.threshold:g}s`\nModel: `{record['model_group']}`\n"
                        f"Deployment: `{deployment}`", level="Low")
-        if "budget_alerts" in self.types and self.guard is not None and ctx.caller.get("key") is not None:
-            self.check_budgets(ctx.caller)
 
     def check_budgets(self, caller: dict[str, Any]) -> None:
         key, team = caller.get("key"), caller.get("team")

@@ -65,6 +65,9 @@ class Exporter:
     def export(self, record: dict[str, Any]) -> None:
         self.queue.put(record)
 
+    def export_many(self, records: list[dict[str, Any]]) -> None:
+        self.queue.put_many(records)
+
     def send(self, batch: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 

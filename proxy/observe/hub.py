@@ -22,6 +22,7 @@ import gevent
 
 from proxy.observe.alerts import SlackAlerts, alerting_errors, slack_url
 from proxy.observe.exporters import Custom, Exporter, GenericAPI, Langfuse, SettingMissing, Webhook, load_custom
+from proxy.observe.queue import BatchQueue
 from proxy.observe.record import build_record
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ HTTP_EXPORTERS: dict[str, type[GenericAPI] | type[Langfuse]] = {
     "langfuse": Langfuse, "generic_api": GenericAPI, "generic": GenericAPI, "webhook": Webhook,
 }
 BUILTIN = frozenset({*HTTP_EXPORTERS, "otel", "prometheus"})
+#: finished calls queued for ``Observer.publish``: at most, per batch, and seconds between batches
+CALLS_QUEUED, CALLS_BATCH, CALLS_INTERVAL = 20_000, 200, 0.1
 PACKAGES = {"otel": ("opentelemetry.sdk", "opentelemetry.proto"),
             "prometheus": ("prometheus_client",)}
 
@@ -159,6 +162,10 @@ class Observer:
             self.alerts = SlackAlerts(general, environ, guard, drop)
             self.exporters.append(self.alerts)
         self.records = bool(self.metrics or self.on_success or self.on_failure or self.alerts)
+        #: finished calls waiting for ``publish``: a short interval, so that records reach the
+        #: exporters' own queues (and Prometheus) within a tenth of a second
+        self.calls = BatchQueue("observer", self.publish, max_size=CALLS_QUEUED, batch_size=CALLS_BATCH,
+                                interval=CALLS_INTERVAL, on_drop=drop) if self.records else None
 
     # -- per request ------------------------------------------------------------------------------
 
@@ -169,16 +176,41 @@ class Observer:
             self.alerts.track(ctx)
 
     def finish(self, ctx: RequestContext, cost: float | None) -> None:
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.end_call()
-        record = build_record(ctx, redact=self.redact, cost=cost, pid=self.pid)
-        if metrics is not None:
-            metrics.observe(record)
-        for exporter in self.on_failure if record["status"] == "failure" else self.on_success:
-            exporter.export(record)
+        """The call has been answered: queue it. Its record is built off the request path, with
+        the others that finished meanwhile (see ``publish``)."""
+        if self.metrics is not None:
+            self.metrics.end_call()
         if self.alerts is not None:
-            self.alerts.on_record(record, ctx)
+            self.alerts.on_finish(ctx)
+        if self.calls is not None:
+            self.calls.put((ctx, cost))
+
+    def publish(self, calls: list[tuple[RequestContext, float | None]]) -> None:
+        """Records of finished calls, counted for Prometheus and handed to every exporter.
+
+        Runs in the intake queue's greenlet, a batch at a time: one loop over many calls keeps
+        its code and data hot and costs about half the CPU of the same work done as each call
+        ends, between requests (measured in the benchmark's worker).
+        """
+        metrics, alerts, redact, pid = self.metrics, self.alerts, self.redact, self.pid
+        succeeded: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        for ctx, cost in calls:
+            try:
+                record = build_record(ctx, redact=redact, cost=cost, pid=pid)
+                if metrics is not None:
+                    metrics.observe(record)
+                (failed if record["status"] == "failure" else succeeded).append(record)
+                if alerts is not None:
+                    alerts.on_record(record)
+            except Exception:  # one odd call must not cost the others their records
+                log.exception("could not record call %s", getattr(ctx, "request_id", "?"))
+        if succeeded:
+            for exporter in self.on_success:
+                exporter.export_many(succeeded)
+        if failed:
+            for exporter in self.on_failure:
+                exporter.export_many(failed)
 
     def on_cooldown(self, dep: Any, error: Any) -> None:
         if self.metrics is not None:
@@ -191,7 +223,9 @@ class Observer:
             self.alerts.on_unhealthy(result)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Flush every exporter at once, each within ``timeout``."""
+        """Publish the calls still queued, then flush every exporter at once, each within ``timeout``."""
+        if self.calls is not None:
+            self.calls.close(timeout)
         jobs = [gevent.spawn(e.close, timeout) for e in self.exporters]
         gevent.joinall(jobs, timeout=timeout + 1)
 

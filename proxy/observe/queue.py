@@ -66,6 +66,16 @@ class BatchQueue:
             self._wake.set()
         return True
 
+    def put_many(self, items: list[Any]) -> None:
+        """``put`` for each of ``items``, at once."""
+        room = self.max_size - len(self._items) if self._greenlet is not None else 0
+        if len(items) > room:
+            self._drop(len(items) - max(room, 0))
+            items = items[:max(room, 0)]
+        self._items.extend(items)
+        if len(self._items) >= self.batch_size:
+            self._wake.set()
+
     def _drop(self, count: int) -> None:
         self.dropped += count
         self._unlogged += count
