@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from proxy.store.api import StoreAPI, Transaction
 from proxy.store.db import StoreError
 from proxy.store.keys import Total, add_spend_totals
@@ -288,10 +290,10 @@ def _prepare(row: Mapping[str, Any]) -> tuple[Any, ...]:
     completion = int(row.get("completion_tokens") or 0)
     total = row.get("total_tokens")
     metadata = row.get("metadata")
-    if metadata is None:
+    if not metadata:
         metadata = "{}"
     elif not isinstance(metadata, str):
-        metadata = json.dumps(metadata, default=str)
+        metadata = metadata_json(metadata)
     status = row.get("status")
     latency = row.get("latency_ms")
     return (
@@ -312,3 +314,12 @@ def _prepare(row: Mapping[str, Any]) -> tuple[Any, ...]:
         row.get("team_id"),
         row.get("key_alias"),
     )
+
+
+def metadata_json(metadata: Any) -> str:
+    """A row's metadata as JSON text: orjson on the hot path, the standard library for what
+    orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(metadata, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(metadata, default=str)
