@@ -23,6 +23,9 @@ from proxy.transport import Transport
 
 log = logging.getLogger(__name__)
 
+#: records an exporter's queue holds before it drops new ones
+MAX_QUEUE = 10_000
+
 #: (connect, read) seconds for one POST to a receiver.
 HTTP_TIMEOUT = (5.0, 10.0)
 EMPTY: dict[str, Any] = {}
@@ -58,7 +61,7 @@ class Exporter:
     batch_size = 100
     interval = 1.0
 
-    def __init__(self, on_drop: Callable[[str, int], None] | None = None, max_queue: int = 10_000) -> None:
+    def __init__(self, on_drop: Callable[[str, int], None] | None = None, max_queue: int = MAX_QUEUE) -> None:
         self.queue = BatchQueue(self.name, self.send, max_size=max_queue, batch_size=self.batch_size,
                                 interval=self.interval, on_drop=on_drop)
 
@@ -102,7 +105,7 @@ def parse_headers(raw: str | None) -> dict[str, str]:
 class HTTPExporter(Exporter):
     """An exporter that POSTs each batch, over the proxy's own keep-alive HTTP client."""
 
-    def __init__(self, on_drop: Callable[[str, int], None] | None = None, max_queue: int = 10_000) -> None:
+    def __init__(self, on_drop: Callable[[str, int], None] | None = None, max_queue: int = MAX_QUEUE) -> None:
         self.transport = Transport(pool_size=4, connect_timeout=HTTP_TIMEOUT[0])
         super().__init__(on_drop, max_queue)
 

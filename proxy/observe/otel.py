@@ -19,6 +19,7 @@ Settings: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOIN
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Callable, Mapping
 from itertools import accumulate
@@ -28,7 +29,9 @@ from urllib.parse import urlsplit
 import gevent
 
 from proxy.observe import otlp
-from proxy.observe.exporters import HTTPExporter, env, parse_headers, slices
+from proxy.observe.exporters import MAX_QUEUE, HTTPExporter, env, parse_headers, slices
+
+log = logging.getLogger(__name__)
 
 OPERATIONS = {"completion": "chat", "text_completion": "text_completion", "embedding": "embeddings",
               "moderation": "moderation"}
@@ -77,15 +80,35 @@ def traces_endpoint(environ: Mapping[str, str]) -> str:
     return base if base.endswith("/v1/traces") else base + "/v1/traces"
 
 
+def bsp_setting(environ: Mapping[str, str], name: str, default: int) -> int:
+    """A batch span processor setting (``OTEL_BSP_*``, a positive integer); like the SDK, a bad
+    value is logged and the default used."""
+    value = env(environ, name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        log.warning("%s=%r is not a positive integer: using %d", name, value, default)
+        return default
+    return number
+
+
 class OTel(HTTPExporter):
     name = "otel"
-    batch_size = 200
+    #: the SDK's batch size (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``): fewer, larger posts cost less
+    batch_size = 512
 
     def __init__(self, environ: Mapping[str, str], on_drop: Callable[[str, int], None] | None = None) -> None:
         from opentelemetry.sdk.resources import Resource
 
         from proxy import __version__
 
+        self.batch_size = bsp_setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", OTel.batch_size)
+        self.interval = bsp_setting(environ, "OTEL_BSP_SCHEDULE_DELAY", int(OTel.interval * 1000)) / 1000
+        max_queue = bsp_setting(environ, "OTEL_BSP_MAX_QUEUE_SIZE", MAX_QUEUE)
         self.url = traces_endpoint(environ)
         headers = parse_headers(env(environ, "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
                                 or env(environ, "OTEL_EXPORTER_OTLP_HEADERS") or env(environ, "OTEL_HEADERS"))
@@ -100,7 +123,7 @@ class OTel(HTTPExporter):
         self._shapes: dict[tuple[Any, ...], otlp.CallSpans] = {}
         self._reasons: dict[Any, bytes] = {}  # by the tuple of reasons, and by a single one
         self._statuses: dict[int, bytes] = {}
-        super().__init__(on_drop)
+        super().__init__(on_drop, max_queue)
 
     def payload(self, batch: list[dict[str, Any]], pause: Callable[[], Any] | None = None) -> bytes:
         """The ``ExportTraceServiceRequest`` of a batch, gzipped when asked for. With ``pause``

@@ -102,6 +102,36 @@ def test_queue_counts_failed_sends_and_never_raises() -> None:
     assert queue.failed == 3 and queue.sent == 0
 
 
+def test_queue_put_many_takes_what_fits_and_drops_the_rest() -> None:
+    sent: list[int] = []
+    drops: list[int] = []
+    queue = BatchQueue("many", sent.extend, max_size=4, batch_size=100, interval=5,
+                       on_drop=lambda name, n: drops.append(n))
+    queue.put(0)
+    queue.put_many([1, 2, 3, 4, 5])
+    assert len(queue) == 4 and queue.dropped == 2 and drops == [2]
+    queue.close(timeout=1)
+    assert sent == [0, 1, 2, 3]
+    queue.put_many([6])  # closed: nothing is taken
+    assert queue.dropped == 3 and sent == [0, 1, 2, 3]
+
+
+def test_otel_batching_follows_the_sdk_settings(caplog) -> None:
+    from proxy.observe.otel import OTel
+
+    tuned = OTel({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64", "OTEL_BSP_SCHEDULE_DELAY": "250",
+                  "OTEL_BSP_MAX_QUEUE_SIZE": "300"})
+    defaults = OTel({"OTEL_BSP_SCHEDULE_DELAY": "soon", "OTEL_BSP_MAX_QUEUE_SIZE": "-1"})
+    try:
+        assert (tuned.queue.batch_size, tuned.queue.interval, tuned.queue.max_size) == (64, 0.25, 300)
+        assert (defaults.queue.batch_size, defaults.queue.interval, defaults.queue.max_size) == (512, 1.0, 10_000)
+        assert "OTEL_BSP_SCHEDULE_DELAY='soon' is not a positive integer" in caplog.text
+        assert "OTEL_BSP_MAX_QUEUE_SIZE='-1'" in caplog.text
+    finally:
+        tuned.close(timeout=1)
+        defaults.close(timeout=1)
+
+
 def test_langfuse_payload_shape() -> None:
     exporter = Langfuse({"LANGFUSE_PUBLIC_KEY": "pk-lf", "LANGFUSE_SECRET_KEY": "sk-lf",
                          "LANGFUSE_HOST": "http://127.0.0.1:1"})
