@@ -16,6 +16,7 @@ from tests.bench.loadgen import StreamResult, WrkResult
 
 FORWARDERS = ("requests", "urllib3", "geventhttpclient")
 NO_UPSTREAM = ("canned",)
+PLAIN = "llmrelay"  # the row the other llmrelay rows are compared with, round by round
 NOISY_LOAD = 10.0  # % of a CPU lost to other programs or the hypervisor that makes a row suspect
 
 T = TypeVar("T")
@@ -110,6 +111,19 @@ class Summary:
             return None
         return round(100.0 * row.rps / fastest, 1)
 
+    def paired_ratios(self, row: Row) -> list[float]:
+        """req/s of an llmrelay variant over the plain llmrelay row's, round by round.
+
+        The two run seconds apart in each round, so the machine's drift, which moves both, mostly
+        cancels out of their ratio; the median of these is steadier than a ratio of medians.
+        """
+        plain = next((r for r in self.rows if r.key == PLAIN and r.status == "ok"), None)
+        if plain is None or row is plain or not row.key.startswith(PLAIN) or row.status != "ok":
+            return []
+        # a row that failed mid-run has fewer rounds: pair what both have
+        pairs = zip(row.throughput, plain.throughput, strict=False)
+        return [round(mine.rps / theirs.rps, 3) for mine, theirs in pairs if theirs.rps]
+
     def cpu_names(self) -> list[str]:
         names = {cpu for row in [self.baseline, *self.rows] for ld in row.load for cpu in ld}
         names -= {"other_processes", "steal"}
@@ -178,6 +192,14 @@ def markdown(summary: Summary, rounds: int) -> str:
                 f"| {_fmt(row.stream_total_p50_ms, 3)} | {'yes' if row.passes_chunks else 'NO, buffers'} |"
             )
 
+    paired = [(row, summary.paired_ratios(row)) for row in measured]
+    paired = [(row, ratios) for row, ratios in paired if ratios]
+    if paired:
+        lines += ["", "| target (against the llmrelay row, same round) | median req/s ratio | per round |",
+                  "|---|---:|---|"]
+        for row, ratios in paired:
+            lines.append(f"| {row.label} | {statistics.median(ratios):.3f} | {', '.join(f'{r:.2f}' for r in ratios)} |")
+
     notes = [f"- {r.label}: {r.note}" for r in everyone if r.note]
     for row in measured:
         lost = (row.load_median("other_processes") or 0) + (row.load_median("steal") or 0)
@@ -203,6 +225,7 @@ def _row_document(summary: Summary, row: Row) -> dict[str, Any]:
         "p99_ms_1_conn": row.p99_ms,
         "added_p50_ms": summary.added_p50_ms(row),
         "pct_of_fastest_forwarder_rps": summary.pct_of_fastest(row),
+        "rps_ratio_to_llmrelay_per_round": summary.paired_ratios(row) or None,
         "stream_ttfc_p50_ms": row.ttfc_p50_ms,
         "stream_ttfc_p99_ms": row.ttfc_p99_ms,
         "stream_added_ttfc_p50_ms": summary.added_ttfc_p50_ms(row),
