@@ -41,8 +41,23 @@ class SettingMissing(Exception):
 SLICE = 50
 
 
+#: seconds a background greenlet steps aside between two slices of its work
+PAUSE = 0.0001
+
+
+def step_aside() -> None:
+    """Let requests run before the next slice of background work.
+
+    Not ``gevent.sleep(0)``: that only queues a callback, and the hub runs queued callbacks for
+    up to the interpreter's switch interval (5 ms) before it polls the sockets again, so a call
+    whose answer had arrived waited for several slices (measured: p99 at one connection 2.4 ms
+    without exporters, 7-8 ms with them). Waiting on a timer makes the hub poll first.
+    """
+    gevent.sleep(PAUSE)
+
+
 def slices(batch: list[Any], pause: Callable[[], Any] | None) -> Iterator[list[Any]]:
-    """``batch`` in slices of SLICE records, calling ``pause`` (gevent.sleep) between two."""
+    """``batch`` in slices of SLICE records, calling ``pause`` (``step_aside``) between two."""
     for start in range(0, len(batch), SLICE):
         if start and pause is not None:
             pause()
@@ -270,7 +285,7 @@ class Langfuse(HTTPExporter):
         return found
 
     def payload(self, batch: list[dict[str, Any]], pause: Callable[[], Any] | None = None) -> bytes:
-        """The ingestion request of a batch; with ``pause`` (gevent.sleep) the hub serves requests
+        """The ingestion request of a batch; with ``pause`` (``step_aside``) the hub serves requests
         between slices of the work."""
         events: list[dict[str, Any]] = []
         for records in slices(batch, pause):
@@ -279,7 +294,7 @@ class Langfuse(HTTPExporter):
         return orjson.dumps({"batch": events, "metadata": BATCH_METADATA}, default=str)
 
     def send(self, batch: list[dict[str, Any]]) -> None:
-        self.post(self.url, self.payload(batch, pause=gevent.sleep), self.headers)
+        self.post(self.url, self.payload(batch, pause=step_aside), self.headers)
 
 
 class Custom(Exporter):

@@ -16,12 +16,23 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import gevent
 
 from proxy.observe.alerts import SlackAlerts, alerting_errors, slack_url
-from proxy.observe.exporters import Custom, Exporter, GenericAPI, Langfuse, SettingMissing, Webhook, load_custom
+from proxy.observe.exporters import (
+    Custom,
+    Exporter,
+    GenericAPI,
+    Langfuse,
+    SettingMissing,
+    Webhook,
+    load_custom,
+    slices,
+    step_aside,
+)
 from proxy.observe.queue import BatchQueue
 from proxy.observe.record import build_record
 
@@ -195,7 +206,7 @@ class Observer:
         metrics, alerts, redact, pid = self.metrics, self.alerts, self.redact, self.pid
         succeeded: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        for ctx, cost in calls:
+        for ctx, cost in chain.from_iterable(slices(calls, step_aside)):
             try:
                 record = build_record(ctx, redact=redact, cost=cost, pid=pid)
                 if metrics is not None:

@@ -26,10 +26,8 @@ from itertools import accumulate
 from typing import Any
 from urllib.parse import urlsplit
 
-import gevent
-
 from proxy.observe import otlp
-from proxy.observe.exporters import MAX_QUEUE, HTTPExporter, env, parse_headers, slices
+from proxy.observe.exporters import MAX_QUEUE, HTTPExporter, env, parse_headers, slices, step_aside
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +125,7 @@ class OTel(HTTPExporter):
 
     def payload(self, batch: list[dict[str, Any]], pause: Callable[[], Any] | None = None) -> bytes:
         """The ``ExportTraceServiceRequest`` of a batch, gzipped when asked for. With ``pause``
-        (gevent.sleep) the hub serves requests between slices of the work."""
+        (``step_aside``) the hub serves requests between slices of the work."""
         spans: list[bytes] = []
         for records in slices(batch, pause):
             spans += map(self.spans, records)
@@ -144,7 +142,7 @@ class OTel(HTTPExporter):
         return b"".join(parts)
 
     def send(self, batch: list[dict[str, Any]]) -> None:
-        self.post(self.url, self.payload(batch, pause=gevent.sleep), self.headers)
+        self.post(self.url, self.payload(batch, pause=step_aside), self.headers)
 
     # -- one call ---------------------------------------------------------------------------------
 

@@ -116,6 +116,31 @@ def test_queue_put_many_takes_what_fits_and_drops_the_rest() -> None:
     assert queue.dropped == 3 and sent == [0, 1, 2, 3]
 
 
+def test_background_work_lets_a_waiting_request_run_between_slices() -> None:
+    """A call whose answer has arrived runs after the slice of exporter work in progress, not
+    after the whole batch (``gevent.sleep(0)`` would keep the hub off the sockets)."""
+    import gevent.socket
+
+    from proxy.observe.exporters import slices, step_aside
+
+    ours, theirs = gevent.socket.socketpair()
+    order: list[object] = []
+
+    def request() -> None:
+        ours.recv(1)
+        order.append("request")
+
+    waiting = gevent.spawn(request)
+    gevent.sleep(0.01)  # the request now waits on its socket
+    theirs.send(b"x")  # its answer arrives
+    for number, _ in enumerate(slices(list(range(150)), step_aside)):
+        order.append(number)
+    waiting.join(1)
+    ours.close()
+    theirs.close()
+    assert order == [0, "request", 1, 2]
+
+
 def test_otel_batching_follows_the_sdk_settings(caplog) -> None:
     from proxy.observe.otel import OTel
 
