@@ -3,8 +3,7 @@
 The call is a SERVER span named ``{operation} {model group}``; under it one span per pipeline
 stage, laid end to end with each stage's own time (what Server-Timing shows), and a CLIENT span
 for the upstream call. Attributes follow the GenAI semantic conventions (``gen_ai.*``). Spans are
-made from finished records in the exporter's greenlet and sent in batches, so the request path
-never touches them.
+encoded as each record is built, off the request path, and sent in batches.
 
 The resource is the SDK's (``Resource.create``: ``OTEL_SERVICE_NAME``,
 ``OTEL_RESOURCE_ATTRIBUTES`` and the ``telemetry.sdk.*`` attributes); the spans are written
@@ -27,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.observe import otlp
-from proxy.observe.exporters import MAX_QUEUE, HTTPExporter, env, parse_headers, slices, step_aside
+from proxy.observe.exporters import MAX_QUEUE, HTTPExporter, env, parse_headers, step_aside
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +122,16 @@ class OTel(HTTPExporter):
         self._statuses: dict[int, bytes] = {}
         super().__init__(on_drop, max_queue)
 
-    def payload(self, batch: list[dict[str, Any]], pause: Callable[[], Any] | None = None) -> bytes:
-        """The ``ExportTraceServiceRequest`` of a batch, gzipped when asked for. With ``pause``
-        (``step_aside``) the hub serves requests between slices of the work."""
-        spans: list[bytes] = []
-        for records in slices(batch, pause):
-            spans += map(self.spans, records)
+    def encode(self, record: dict[str, Any]) -> bytes:
+        return self.spans(record)
+
+    def payload(self, records: list[dict[str, Any]]) -> bytes:
+        """The request that carries ``records``."""
+        return self.body(list(map(self.spans, records)))
+
+    def body(self, spans: list[bytes], pause: Callable[[], Any] | None = None) -> bytes:
+        """The ``ExportTraceServiceRequest`` of encoded calls, gzipped when asked for. With ``pause``
+        (``step_aside``) the hub serves requests between slices of the compression."""
         body = otlp.request(self.resource, self.scope, spans)
         if not self.gzip:
             return body
@@ -141,8 +144,8 @@ class OTel(HTTPExporter):
         parts.append(packer.flush())
         return b"".join(parts)
 
-    def send(self, batch: list[dict[str, Any]]) -> None:
-        self.post(self.url, self.payload(batch, pause=step_aside), self.headers)
+    def send(self, batch: list[bytes]) -> None:
+        self.post(self.url, self.body(batch, pause=step_aside), self.headers)
 
     # -- one call ---------------------------------------------------------------------------------
 

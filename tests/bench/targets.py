@@ -65,8 +65,9 @@ GROUPS = {
     "forwarders": ["requests", "urllib3", "geventhttpclient"],
     "llmrelay": ["llmrelay", "llmrelay-vkey", "llmrelay-observe", "llmrelay-redis"],
 }
+#: ``plain`` names the llmrelay row alone (``llmrelay`` is the group of every llmrelay row)
 ALIASES = {"ghc": "geventhttpclient", "redis": "llmrelay-redis", "vkey": "llmrelay-vkey",
-           "observe": "llmrelay-observe"}
+           "observe": "llmrelay-observe", "plain": "llmrelay"}
 
 
 def select(only: str) -> list[Target]:
@@ -74,8 +75,9 @@ def select(only: str) -> list[Target]:
     wanted: set[str] = set()
     by_key = {t.key: t for t in TARGETS}
     for token in filter(None, (p.strip() for p in only.split(","))):
-        token = ALIASES.get(token, token)
-        if token in GROUPS:
+        if token in ALIASES:
+            wanted.add(ALIASES[token])
+        elif token in GROUPS:
             wanted.update(GROUPS[token])
         elif token in by_key:
             wanted.add(token)

@@ -212,3 +212,38 @@ def test_exporter_without_its_keys_is_skipped_not_fatal(tmp_path: Path, monkeypa
                  shared_state=False, exporters=False)
     gw.close()
     assert "LANGFUSE_PUBLIC_KEY" in caplog.text
+
+
+def test_publish_queues_each_exporters_own_bytes_and_isolates_a_failed_encode(caplog) -> None:
+    """Each finished call is encoded by every exporter as soon as its record is built: the queues
+    hold the receivers' bytes, not records that keep the call's request and answer alive until
+    the next batch goes out. An exporter that cannot encode a call loses only that call."""
+    import orjson
+
+    from proxy.observe import Telemetry
+    from proxy.observe.hub import Observer, Wanted
+
+    environ = {"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_HOST": "http://127.0.0.1:1",
+               "GENERIC_LOGGER_ENDPOINT": "http://127.0.0.1:1/log"}
+    wanted = {name: Wanted(name, f"litellm_settings.callbacks[{i}]", success=True, failure=True)
+              for i, name in enumerate(("langfuse", "generic_api"))}
+    observer = Observer(wanted, {}, Telemetry(), environ=environ)
+    langfuse, generic = observer.exporters
+    good, odd = make_ctx(), make_ctx()
+    encode = langfuse.encode
+    langfuse.encode = lambda record: 1 / 0 if record["id"] == odd.request_id else encode(record)  # type: ignore[method-assign]
+    try:
+        observer.publish([(good, 0.5), (odd, None)])
+        queued_langfuse, queued_generic = list(langfuse.queue._items), list(generic.queue._items)
+    finally:
+        observer.close(0)
+    assert [type(item) for item in queued_langfuse + queued_generic] == [bytes, bytes, bytes]
+    trace, generation = orjson.loads(b"[" + queued_langfuse[0] + b"]")
+    assert trace["type"] == "trace-create" and generation["body"]["id"] == good.request_id
+    assert generation["body"]["input"] == [{"role": "user", "content": "hi"}]
+    assert generation["body"]["usage"]["totalCost"] == 0.5
+    assert [orjson.loads(item)["id"] for item in queued_generic] == [good.request_id, odd.request_id]
+    assert f"langfuse could not encode call {odd.request_id}" in caplog.text
+    body = orjson.loads(Langfuse.body(queued_langfuse))
+    assert [event["type"] for event in body["batch"]] == ["trace-create", "generation-create"]
+    assert body["metadata"]["sdk_name"] == "llmrelay"
