@@ -157,24 +157,65 @@ def test_otel_batching_follows_the_sdk_settings(caplog) -> None:
         defaults.close(timeout=1)
 
 
+def langfuse_events(exporter: Langfuse, record: dict) -> list[dict]:
+    import orjson
+
+    return orjson.loads(b"[" + exporter.encode(record) + b"]")
+
+
 def test_langfuse_payload_shape() -> None:
     exporter = Langfuse({"LANGFUSE_PUBLIC_KEY": "pk-lf", "LANGFUSE_SECRET_KEY": "sk-lf",
                          "LANGFUSE_HOST": "http://127.0.0.1:1"})
     try:
         assert exporter.url == "http://127.0.0.1:1/api/public/ingestion"
         assert exporter.headers["Authorization"] == "Basic " + base64.b64encode(b"pk-lf:sk-lf").decode()
-        trace, generation = exporter.events(build_record(make_ctx(), cost=0.5))
+        trace, generation = langfuse_events(exporter, build_record(make_ctx(), cost=0.5))
     finally:
         exporter.close(0)
     assert trace["type"] == "trace-create" and generation["type"] == "generation-create"
     assert trace["id"] != generation["id"]  # event ids are unique envelopes
     assert trace["body"]["id"] == "trace-1" and trace["body"]["userId"] == "u-9"
     assert trace["body"]["sessionId"] == "s-1" and trace["body"]["tags"] == ["t1"]
+    assert trace["body"]["metadata"] == {"team": "x"}  # request metadata that names no trace field
     body = generation["body"]
     assert body["traceId"] == "trace-1" and body["name"] == "gen-a"
     assert body["usage"] == {"input": 3, "output": 5, "total": 8, "unit": "TOKENS", "totalCost": 0.5}
+    assert body["usageDetails"] == {"input": 3, "output": 5, "total": 8}
+    assert body["costDetails"] == {"total": 0.5}
     assert body["level"] == "DEFAULT" and body["startTime"].endswith("Z")
     assert body["modelParameters"] == {"temperature": 0.3}
+    assert body["metadata"]["user_api_key_alias"] == "alias-1" and body["metadata"]["team"] == "x"
+    assert body["metadata"]["litellm_call_id"] == trace["id"].removesuffix("-trace")
+    assert body["input"] == trace["body"]["input"] == [{"role": "user", "content": "hi"}]
+
+
+def test_langfuse_events_escape_values_and_carry_failures_names_and_release() -> None:
+    """Values are written as JSON whatever they hold (quotes, backslashes, non-ASCII); a failed
+    call is an ERROR generation; trace_name, generation_id and LANGFUSE_RELEASE are honoured."""
+    exporter = Langfuse({"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk",
+                         "LANGFUSE_HOST": "http://127.0.0.1:1", "LANGFUSE_RELEASE": "v\"2"})
+    ctx = make_ctx(messages=[{"role": "user", "content": 'say "ünï" \\ now'}])
+    ctx.request_id = 'req-"odd"'
+    ctx.metadata = {"trace_name": "tr \"x\"", "generation_id": 42, "note": "ü\n", "tags": "not-a-list"}
+    ctx.error, ctx.status, ctx.response = ServiceUnavailable('upstream "down"'), 503, None
+    try:
+        first = langfuse_events(exporter, build_record(ctx))
+        second = langfuse_events(exporter, build_record(ctx))  # the metadata block comes from the cache
+    finally:
+        exporter.close(0)
+    assert first == second
+    trace, generation = first
+    assert trace["id"] == 'req-"odd"-trace' and generation["id"] == 'req-"odd"-generation'
+    assert trace["body"]["name"] == 'tr "x"' and trace["body"]["release"] == 'v"2'
+    assert trace["body"]["input"] == [{"role": "user", "content": 'say "ünï" \\ now'}]
+    assert trace["body"]["output"] is None and trace["body"]["tags"] == []
+    assert trace["body"]["metadata"] == {"note": "ü\n"}
+    body = generation["body"]
+    assert body["id"] == "42" and body["name"] == "litellm-completion" and body["level"] == "ERROR"
+    assert "upstream \"down\"" in body["statusMessage"]
+    assert body["usage"] == {"input": 3, "output": 5, "total": 8, "unit": "TOKENS"} and "costDetails" not in body
+    assert body["metadata"]["litellm_call_id"] == 'req-"odd"' and body["metadata"]["note"] == "ü\n"
+    assert body["completionStartTime"] == body["endTime"]
 
 
 def config(tmp_path: Path, settings: dict) -> object:
