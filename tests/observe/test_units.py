@@ -255,10 +255,13 @@ def test_exporter_without_its_keys_is_skipped_not_fatal(tmp_path: Path, monkeypa
     assert "LANGFUSE_PUBLIC_KEY" in caplog.text
 
 
-def test_publish_queues_each_exporters_own_bytes_and_isolates_a_failed_encode(caplog) -> None:
-    """Each finished call is encoded by every exporter as soon as its record is built: the queues
-    hold the receivers' bytes, not records that keep the call's request and answer alive until
-    the next batch goes out. An exporter that cannot encode a call loses only that call."""
+def test_finished_calls_queue_records_then_each_exporters_own_bytes(caplog) -> None:
+    """A finished call queues its record, not its context; the batch loop has every exporter
+    encode each record: their queues hold the receivers' bytes, not records that keep the call's
+    request and answer alive until the next batch goes out. An exporter that cannot encode a call
+    loses only that call."""
+    import sys
+
     import orjson
 
     from proxy.observe import Telemetry
@@ -274,7 +277,13 @@ def test_publish_queues_each_exporters_own_bytes_and_isolates_a_failed_encode(ca
     encode = langfuse.encode
     langfuse.encode = lambda record: 1 / 0 if record["id"] == odd.request_id else encode(record)  # type: ignore[method-assign]
     try:
-        observer.publish([(good, 0.5), (odd, None)])
+        held = sys.getrefcount(good), sys.getrefcount(good.headers)
+        observer.finish(good, 0.5)
+        observer.finish(odd, None)
+        # the intake queue holds the calls' records, not their contexts (nor what those hold)
+        assert (sys.getrefcount(good), sys.getrefcount(good.headers)) == held
+        assert [record["id"] for record in observer.calls._items] == [good.request_id, odd.request_id]
+        observer.publish([observer.calls._items.popleft() for _ in range(2)])
         queued_langfuse, queued_generic = list(langfuse.queue._items), list(generic.queue._items)
     finally:
         observer.close(0)
