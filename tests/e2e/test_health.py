@@ -108,6 +108,7 @@ def test_background_checks_keep_an_unhealthy_deployment_out(upstream: MockOpenAI
                 break
             time.sleep(0.2)
         assert body["unhealthy_count"] == 1 and body["unhealthy_endpoints"][0]["model"] == "openai/pair-b"
+        time.sleep(1.5)  # the other worker re-reads the shared results within its 1 s poll
         # every request goes to the healthy deployment (cooldowns are off: only the check excludes)
         for _ in range(8):
             r = requests.post(f"{proxy.url}/v1/chat/completions", headers=AUTH, timeout=10,
