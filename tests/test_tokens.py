@@ -16,10 +16,9 @@ from tiktoken_ext import openai_public
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 import proxy.tokens as tokens_module
+from proxy.token_shapes import DEFAULT_IMAGE_TOKENS, LOW_DETAIL_IMAGE_TOKENS
 from proxy.tokens import (
-    DEFAULT_IMAGE_TOKENS,
     ENCODINGS,
-    LOW_DETAIL_IMAGE_TOKENS,
     TOKENIZER_DIR,
     TokenCount,
     TokenCounter,

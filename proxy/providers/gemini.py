@@ -24,7 +24,8 @@ import orjson
 
 from proxy.errors import BadRequest, ContentPolicyViolation, ContextWindowExceeded, ProxyError, UpstreamError
 from proxy.providers.base import Adapter, UpstreamCall, load_json, merged_body
-from proxy.providers.gemini_format import NATIVE, TRANSLATED, StreamTranslator, to_chat_completion, translate_request
+from proxy.providers.gemini_format import NATIVE, TRANSLATED, translate_request
+from proxy.providers.gemini_response import StreamTranslator, to_chat_completion
 from proxy.providers.ollama import float32_base64
 from proxy.providers.openai import iter_sse_data
 from proxy.providers.shapes import include_usage

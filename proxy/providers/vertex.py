@@ -40,7 +40,8 @@ from proxy.providers import anthropic
 from proxy.providers.anthropic_stream import openai_usage as anthropic_usage
 from proxy.providers.base import Adapter, PassThroughCall, UpstreamCall, load_json, merged_body
 from proxy.providers.gemini import embedding_list, embedding_texts, map_google_error, parse_gemini_stream
-from proxy.providers.gemini_format import NATIVE, TRANSLATED, openai_usage, to_chat_completion, translate_request
+from proxy.providers.gemini_format import NATIVE, TRANSLATED, translate_request
+from proxy.providers.gemini_response import openai_usage, to_chat_completion
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext

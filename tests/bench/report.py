@@ -38,6 +38,8 @@ class Row:
     latency: list[WrkResult] = field(default_factory=list)
     stream: list[StreamResult] = field(default_factory=list)
     load: list[dict[str, float]] = field(default_factory=list)  # per throughput run
+    #: the plain llmrelay row's req/s again at the end of each round's req/s runs (see paired_ratios)
+    reference: list[WrkResult] = field(default_factory=list)
 
     @property
     def rps(self) -> float | None:
@@ -114,15 +116,20 @@ class Summary:
     def paired_ratios(self, row: Row) -> list[float]:
         """req/s of an llmrelay variant over the plain llmrelay row's, round by round.
 
-        The two run seconds apart in each round, so the machine's drift, which moves both, mostly
-        cancels out of their ratio; the median of these is steadier than a ratio of medians.
+        In each round the plain row runs before the variants and again after them; a variant is
+        compared with the mean of those two runs, so a drift of the machine's speed across the
+        round (on a shared VM, often several percent within a minute) cancels out of the ratio
+        as long as it is steady. The median of these is steadier than a ratio of medians.
         """
         plain = next((r for r in self.rows if r.key == PLAIN and r.status == "ok"), None)
         if plain is None or row is plain or not row.key.startswith(PLAIN) or row.status != "ok":
             return []
+        references = [run.rps for run in plain.throughput]
+        for i, again in enumerate(plain.reference[:len(references)]):
+            references[i] = (references[i] + again.rps) / 2
         # a row that failed mid-run has fewer rounds: pair what both have
-        pairs = zip(row.throughput, plain.throughput, strict=False)
-        return [round(mine.rps / theirs.rps, 3) for mine, theirs in pairs if theirs.rps]
+        pairs = zip(row.throughput, references, strict=False)
+        return [round(mine.rps / theirs, 3) for mine, theirs in pairs if theirs]
 
     def cpu_names(self) -> list[str]:
         names = {cpu for row in [self.baseline, *self.rows] for ld in row.load for cpu in ld}
@@ -236,6 +243,7 @@ def _row_document(summary: Summary, row: Row) -> dict[str, Any]:
         "steal_cpu_pct": row.load_median("steal"),
         "rounds": {
             "throughput": [r.as_dict() for r in row.throughput],
+            "reference_throughput": [r.as_dict() for r in row.reference],
             "latency": [r.as_dict() for r in row.latency],
             "stream": [s.as_dict() for s in row.stream],
             "cpu_load": row.load,

@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tests.bench.loadgen import API_KEY, LoadError, ensure_wrk, generate_key, run_stream, run_wrk
+from tests.bench.loadgen import API_KEY, LoadError, WrkResult, ensure_wrk, generate_key, run_stream, run_wrk
 from tests.bench.procs import (
     HAVE_TASKSET,
     Children,
@@ -40,7 +40,7 @@ from tests.bench.procs import (
     free_port,
     wait_ready,
 )
-from tests.bench.report import NOISY_LOAD, Row, Summary, markdown, write_json
+from tests.bench.report import NOISY_LOAD, PLAIN, Row, Summary, markdown, write_json
 from tests.bench.targets import BENCH_DIR, GROUPS, Target, command, select, skip_reason
 
 REPO_ROOT = BENCH_DIR.parents[1]
@@ -194,15 +194,22 @@ class Bench:
                 log.info("  waiting for other programs to settle (%.0f%% of a CPU busy elsewhere)", lost)
                 waited = True
 
-    def measure(self, live: Live) -> None:
-        """One round: req/s at N connections, latency at 1, optionally the stream."""
+    def measure_throughput(self, live: Live, into: list[WrkResult] | None = None) -> None:
+        """req/s at N connections, into the row's throughput (or ``into``)."""
         args, row = self.args, live.row
         if args.quiet_wait > 0:
             self.wait_quiet()
         before = cpu_sample(self.children.sessions())
-        row.throughput.append(run_wrk(self.wrk, live.port, args.connections, args.duration, live.wrk_cpus,
-                                      api_key=live.api_key))
+        result = run_wrk(self.wrk, live.port, args.connections, args.duration, live.wrk_cpus, api_key=live.api_key)
+        if into is not None:
+            into.append(result)
+            return
+        row.throughput.append(result)
         row.load.append(cpu_load(before, cpu_sample(self.children.sessions())))
+
+    def measure_latency(self, live: Live) -> None:
+        """Latency at 1 connection, and optionally the stream."""
+        args, row = self.args, live.row
         # One connection is strictly sequential, so wrk can share the target's CPU without
         # contention; then only the target -> upstream hop crosses CPUs, as the baseline's
         # one hop does, and the cross-CPU wake-up cost cancels out of "added p50".
@@ -214,6 +221,10 @@ class Bench:
                 row.stream.append(run_stream(live.port, args.stream_requests, warmup, api_key=live.api_key))
 
     def run(self, targets: list[Target]) -> Summary:
+        """Interleaved rounds. Each round runs every target's req/s back to back, then the plain
+        llmrelay row's once more if variants of it ran (the variants' ratios are taken against
+        the mean of its two runs, which cancels a drift of the machine's speed across the round),
+        then every latency run."""
         baseline = self.start_upstream()
         rows, lives = self.start_targets(targets)
         lives.insert(0, baseline)
@@ -221,16 +232,33 @@ class Bench:
             if self.args.warmup > 0:
                 run_wrk(self.wrk, live.port, self.args.connections, self.args.warmup, live.wrk_cpus)
         for number in range(1, self.args.rounds + 1):
-            for live in list(lives):
-                log.info("round %d/%d: %s", number, self.args.rounds, live.row.label)
-                try:
-                    self.measure(live)
-                except LoadError as exc:
-                    if live is baseline:
-                        raise
-                    live.row.status, live.row.note = "failed", str(exc)
-                    lives.remove(live)
+            for phase in ("req/s", "latency"):
+                for live in list(lives):
+                    log.info("round %d/%d, %s: %s", number, self.args.rounds, phase, live.row.label)
+                    try:
+                        if phase == "latency":
+                            self.measure_latency(live)
+                            continue
+                        self.measure_throughput(live)
+                    except LoadError as exc:
+                        if live is baseline:
+                            raise
+                        live.row.status, live.row.note = "failed", str(exc)
+                        lives.remove(live)
+                if phase == "req/s":
+                    self.measure_reference(lives, number)
         return Summary(baseline.row, rows, self.cpus)
+
+    def measure_reference(self, lives: list[Live], number: int) -> None:
+        """The plain llmrelay row's req/s again, at the end of the round's req/s runs."""
+        plain = next((live for live in lives if live.row.key == PLAIN), None)
+        if plain is None or not any(live.row.key.startswith(PLAIN + "-") for live in lives):
+            return
+        log.info("round %d/%s, req/s: %s (again, the variants' reference)", number, self.args.rounds, plain.row.label)
+        try:
+            self.measure_throughput(plain, into=plain.row.reference)
+        except LoadError as exc:
+            log.warning("%s: the reference run failed: %s", plain.row.label, exc)
 
 
 def metadata_block(args: argparse.Namespace, cpus: dict, wrk: str) -> dict[str, Any]:
