@@ -36,7 +36,7 @@ class SettingMissing(Exception):
     """A required environment variable is not set; the message names it."""
 
 
-#: records turned into a payload between two yields to the hub: a batch is CPU work, and
+#: records handled between two yields to the hub by default: a batch is CPU work, and
 #: requests must be served in between, not wait for a whole batch
 SLICE = 50
 
