@@ -67,9 +67,9 @@ def slices(batch: list[Any], pause: Callable[[], Any] | None, size: int = SLICE)
 class Exporter:
     """Base: a named sink with a bounded queue; subclasses implement ``send(batch)``.
 
-    ``encode`` turns a record into what the queue holds, as soon as the record is built (in the
-    observer's batch loop, off the request path, while the call's data is still in the CPU's
-    caches): the receiver's own bytes for the HTTP exporters. A queue of bytes holds one compact
+    ``encode`` turns a record into what the queue holds, in the observer's batch loop (off the
+    request path, within CALLS_INTERVAL of the call's end): the receiver's own bytes for the HTTP
+    exporters. A queue of bytes holds one compact
     object per call, where a queue of records kept each call's parsed request and answer alive
     until its batch went out, a working set that made every request in the worker slower.
     ``send`` then only joins a batch and posts it.
@@ -89,9 +89,6 @@ class Exporter:
 
     def export(self, record: dict[str, Any]) -> None:
         self.queue.put(self.encode(record))
-
-    def export_many(self, records: list[dict[str, Any]]) -> None:
-        self.queue.put_many([self.encode(r) for r in records])
 
     def send(self, batch: list[Any]) -> None:
         """Deliver a batch of what ``encode`` made."""

@@ -127,7 +127,7 @@ class OTel(HTTPExporter):
 
     def payload(self, records: list[dict[str, Any]]) -> bytes:
         """The request that carries ``records``."""
-        return self.body(list(map(self.spans, records)))
+        return self.body(list(map(self.encode, records)))
 
     def body(self, spans: list[bytes], pause: Callable[[], Any] | None = None) -> bytes:
         """The ``ExportTraceServiceRequest`` of encoded calls, gzipped when asked for. With ``pause``

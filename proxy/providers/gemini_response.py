@@ -34,6 +34,7 @@ FINISH_REASONS = {
 SAFETY_REASONS = frozenset({"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
                             "IMAGE_PROHIBITED_CONTENT"})
 
+
 def openai_usage(meta: dict[str, Any] | None) -> dict[str, Any] | None:
     """``usageMetadata`` -> OpenAI usage (``promptTokenCount`` already includes cached tokens)."""
     if not meta:
