@@ -164,7 +164,7 @@ class GenericAPI(HTTPExporter):
         return orjson.dumps(record, default=str)
 
     def send(self, batch: list[bytes]) -> None:
-        self.post(self.url, b"[" + b",".join(batch) + b"]", self.headers)
+        self.post(self.url, b"".join((b"[", b",".join(batch), b"]")), self.headers)
 
 
 class Webhook(GenericAPI):
@@ -200,7 +200,8 @@ TRACE_FIELDS = frozenset({"generation_name", "generation_id", "trace_id", "trace
                           "trace_name"})
 
 
-BATCH_METADATA_JSON = orjson.dumps({"sdk_name": "llmrelay", "public_key": None})
+#: what closes an ingestion request after its events
+BATCH_TAIL = b'],"metadata":' + orjson.dumps({"sdk_name": "llmrelay", "public_key": None}) + b"}"
 
 
 class Langfuse(HTTPExporter):
@@ -302,7 +303,9 @@ class Langfuse(HTTPExporter):
 
     @staticmethod
     def body(batch: list[bytes]) -> bytes:
-        return b'{"batch":[' + b",".join(batch) + b'],"metadata":' + BATCH_METADATA_JSON + b"}"
+        """The ingestion request. Joined, not concatenated: a batch is hundreds of kilobytes, and
+        each ``+`` would copy all of it again."""
+        return b"".join((b'{"batch":[', b",".join(batch), BATCH_TAIL))
 
     def send(self, batch: list[bytes]) -> None:
         self.post(self.url, self.body(batch), self.headers)
