@@ -18,6 +18,7 @@ import gevent
 import orjson
 
 from proxy.observe.queue import BatchQueue
+from proxy.observe.record import REDACTED
 from proxy.providers.base import UpstreamCall
 from proxy.transport import Transport
 
@@ -29,7 +30,7 @@ MAX_QUEUE = 10_000
 #: (connect, read) seconds for one POST to a receiver.
 HTTP_TIMEOUT = (5.0, 10.0)
 EMPTY: dict[str, Any] = {}
-SCALARS = (str, int, float, bool)
+SCALARS = frozenset({str, int, float, bool})
 
 
 class SettingMissing(Exception):
@@ -195,6 +196,32 @@ class Timestamps:
         return self._prefix + MILLISECONDS[int((ts - second) * 1000)]
 
 
+#: request parameters that LiteLLM logs with the input, not as model parameters
+INPUT_PARAMETERS = ("tools", "functions")
+
+
+def split_parameters(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Model parameters as Langfuse takes them (str, int, float, bool: anything else as its
+    string, as LiteLLM sends it), and the ``tools``/``functions`` that go with the input."""
+    tools = None
+    if "tools" in params or "functions" in params:
+        tools = {k: params[k] for k in INPUT_PARAMETERS if params.get(k) is not None}
+        params = {k: v for k, v in params.items() if k not in INPUT_PARAMETERS}
+    scalars = {k: v if v.__class__ in SCALARS else str(v) for k, v in params.items() if v is not None}
+    return scalars, tools
+
+
+def answer_of(call_type: str, response: Any) -> Any:
+    """What LiteLLM logs as a call's output: the first choice's message of a chat completion, the
+    first choice's text of a text completion, nothing for embeddings."""
+    if response.__class__ is not dict or call_type == "embedding":
+        return response if response.__class__ is str else None  # the redaction placeholder
+    choices = response.get("choices")
+    if not choices or choices[0].__class__ is not dict:
+        return None
+    return choices[0].get("text") if call_type == "text_completion" else choices[0].get("message")
+
+
 #: request metadata that names the trace and generation, not copied into their metadata
 TRACE_FIELDS = frozenset({"generation_name", "generation_id", "trace_id", "trace_user_id", "session_id", "tags",
                           "trace_name"})
@@ -231,50 +258,62 @@ class Langfuse(HTTPExporter):
         return public, secret, host
 
     def events(self, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The call's ``trace-create`` and ``generation-create`` events.
+        """The call's ``trace-create`` and ``generation-create`` events, shaped as LiteLLM's
+        Langfuse logger shapes them: input ``{"messages": ...}`` (with the request's ``tools`` or
+        ``functions``), output the answer's first message (a completion's text; none for
+        embeddings), a failure's error as the output and status message of an ERROR generation.
 
         Event ids derive from the call's id, so a batch sent twice is taken once.
         """
         meta = record["metadata"]
         requester = meta.get("requester_metadata")
+        call_type = record["call_type"]
         name = meta.get("generation_name")
-        name = str(name) if name else "litellm-" + record["call_type"]
+        alias = meta.get("user_api_key_alias")
+        name = str(name) if name else f"litellm:{alias}" if alias else "litellm-" + call_type
         iso = self.iso
         started, ended = iso(record["startTime"]), iso(record["endTime"])
         first = record["completionStartTime"]
         trace_id, call_id = record["trace_id"], record["id"]
         extra_meta = {k: v for k, v in requester.items() if k not in TRACE_FIELDS} if requester else {}
         trace_name = requester.get("trace_name") if requester else None
-        messages, response = record["messages"], record["response"]
+        params = record["model_parameters"]
+        model_parameters, tools = split_parameters(params) if params else (EMPTY, None)
+        messages = record["messages"]
+        prompt: Any = messages if messages == REDACTED else {"messages": messages, **tools} if tools else \
+            {"messages": messages}
+        failed = record["status"] == "failure"
+        output = (record["error_str"] or f"status {record['status_code']}") if failed else \
+            answer_of(call_type, record["response"])
         trace: dict[str, Any] = {
-            "id": trace_id, "timestamp": started, "name": str(trace_name) if trace_name else name,
+            "id": trace_id, "timestamp": started, "name": str(trace_name) if trace_name else "litellm-" + call_type,
             "userId": meta.get("trace_user_id") or record["end_user"], "sessionId": meta.get("session_id"),
-            "input": messages, "output": response, "tags": record["request_tags"], "metadata": extra_meta,
+            "input": prompt, "tags": record["request_tags"], "metadata": extra_meta,
         }
+        if not failed:  # a trace has no status message: the failure shows on its generation
+            trace["output"] = output
         if self.release:
             trace["release"] = self.release
-        prompt, completion, total = record["prompt_tokens"], record["completion_tokens"], record["total_tokens"]
+        prompt_tokens, completion, total = record["prompt_tokens"], record["completion_tokens"], record["total_tokens"]
         cost = record["response_cost"]
-        usage = {"input": prompt, "output": completion, "total": total, "unit": "TOKENS"}
-        params = record["model_parameters"]
+        usage = {"input": prompt_tokens, "output": completion, "total": total, "unit": "TOKENS"}
         generation_id = meta.get("generation_id")
         generation: dict[str, Any] = {
             "id": str(generation_id) if generation_id else call_id, "traceId": trace_id, "name": name,
             "startTime": started, "endTime": ended,
             "completionStartTime": ended if first == record["endTime"] else iso(first),
-            "model": record["model"],
-            "modelParameters": {k: v for k, v in params.items() if isinstance(v, SCALARS)} if params else {},
-            "input": messages, "output": response, "usage": usage,
-            "usageDetails": {"input": prompt, "output": completion, "total": total},
+            "model": record["model"], "modelParameters": model_parameters,
+            "input": prompt, "output": output, "usage": usage,
+            "usageDetails": {"input": prompt_tokens, "output": completion, "total": total},
             "metadata": {**self.deployment_metadata(record, meta), "litellm_call_id": call_id, **extra_meta},
             "level": "DEFAULT",
         }
         if cost is not None:
             usage["totalCost"] = cost
             generation["costDetails"] = {"total": cost}
-        if record["status"] == "failure":
+        if failed:
             generation["level"] = "ERROR"
-            generation["statusMessage"] = record["error_str"] or f"status {record['status_code']}"
+            generation["statusMessage"] = output
         return ({"id": call_id + "-trace", "type": "trace-create", "timestamp": ended, "body": trace},
                 {"id": call_id + "-generation", "type": "generation-create", "timestamp": ended,
                  "body": generation})

@@ -6,6 +6,7 @@ Every figure shown is the median over the run's rounds; the JSON keeps each roun
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +138,21 @@ class Summary:
         return sorted(names, key=lambda n: int(n[3:]) if n[3:].isdigit() else -1)
 
 
+def median_interval(values: list[float]) -> tuple[float, float] | None:
+    """A 95% confidence interval of the median, from order statistics (no assumption about the
+    rounds' distribution): the sorted values at ranks (n - 1.96·√n)/2 and 1 + (n + 1.96·√n)/2,
+    rounded outwards, the normal approximation of the binomial(n, ½) bounds. None below 8
+    values, where it would span nearly everything."""
+    n = len(values)
+    if n < 8:
+        return None
+    ordered = sorted(values)
+    spread = 1.96 * math.sqrt(n)
+    low = max(1, math.floor((n - spread) / 2))
+    high = min(n, math.ceil(1 + (n + spread) / 2))
+    return ordered[low - 1], ordered[high - 1]
+
+
 def _fmt(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
@@ -202,10 +218,13 @@ def markdown(summary: Summary, rounds: int) -> str:
     paired = [(row, summary.paired_ratios(row)) for row in measured]
     paired = [(row, ratios) for row, ratios in paired if ratios]
     if paired:
-        lines += ["", "| target (against the llmrelay row, same round) | median req/s ratio | per round |",
-                  "|---|---:|---|"]
+        lines += ["", "| target (against the llmrelay row, same round) | median req/s ratio | 95% interval "
+                  "of the median | per round |", "|---|---:|---:|---|"]
         for row, ratios in paired:
-            lines.append(f"| {row.label} | {statistics.median(ratios):.3f} | {', '.join(f'{r:.2f}' for r in ratios)} |")
+            interval = median_interval(ratios)
+            shown = f"{interval[0]:.3f}-{interval[1]:.3f}" if interval else "— (too few rounds)"
+            lines.append(f"| {row.label} | {statistics.median(ratios):.3f} | {shown} "
+                         f"| {', '.join(f'{r:.2f}' for r in ratios)} |")
 
     notes = [f"- {r.label}: {r.note}" for r in everyone if r.note]
     for row in measured:
@@ -233,6 +252,7 @@ def _row_document(summary: Summary, row: Row) -> dict[str, Any]:
         "added_p50_ms": summary.added_p50_ms(row),
         "pct_of_fastest_forwarder_rps": summary.pct_of_fastest(row),
         "rps_ratio_to_llmrelay_per_round": summary.paired_ratios(row) or None,
+        "rps_ratio_median_95pct_interval": median_interval(summary.paired_ratios(row)),
         "stream_ttfc_p50_ms": row.ttfc_p50_ms,
         "stream_ttfc_p99_ms": row.ttfc_p99_ms,
         "stream_added_ttfc_p50_ms": summary.added_ttfc_p50_ms(row),

@@ -104,12 +104,12 @@ def test_langfuse_generic_webhook_otel_and_custom_receive_every_call(upstream: M
         plain = gens["trace-plain"]
         assert plain["name"] == "gen-plain" and plain["model"] == "gpt-4o-mini"
         assert plain["usage"]["input"] == 3 and plain["usage"]["output"] == 4 and plain["level"] == "DEFAULT"
-        assert plain["input"] == [{"role": "user", "content": "one two three"}]
-        assert plain["output"]["choices"][0]["message"]["content"] == "echo: one two three"
+        assert plain["input"] == {"messages": [{"role": "user", "content": "one two three"}]}
+        assert (plain["output"]["role"], plain["output"]["content"]) == ("assistant", "echo: one two three")
         assert plain["modelParameters"]["temperature"] == 0.5
         assert plain["startTime"] <= plain["endTime"]
         streamed = gens["trace-stream"]
-        assert streamed["output"]["choices"][0]["message"]["content"] == "echo: four five"
+        assert (streamed["output"]["role"], streamed["output"]["content"]) == ("assistant", "echo: four five")
         assert streamed["usage"]["input"] == 2 and streamed["usage"]["output"] == 3
         assert streamed["completionStartTime"] <= streamed["endTime"]
         assert gens["trace-fail"]["level"] == "ERROR" and gens["trace-fail"]["statusMessage"]

@@ -186,7 +186,37 @@ def test_langfuse_payload_shape() -> None:
     assert body["modelParameters"] == {"temperature": 0.3}
     assert body["metadata"]["user_api_key_alias"] == "alias-1" and body["metadata"]["team"] == "x"
     assert body["metadata"]["litellm_call_id"] == trace["id"].removesuffix("-trace")
-    assert body["input"] == trace["body"]["input"] == [{"role": "user", "content": "hi"}]
+    # as LiteLLM's Langfuse logger: the messages under "messages", the answer's first message
+    assert body["input"] == trace["body"]["input"] == {"messages": [{"role": "user", "content": "hi"}]}
+    assert body["output"] == trace["body"]["output"] == {"role": "assistant", "content": "yo"}
+    assert trace["body"]["name"] == "litellm-completion"  # the trace is named by trace_name only
+
+
+def test_langfuse_input_output_and_names_follow_litellm() -> None:
+    """Tools go with the input, other non-scalar parameters are sent as strings, a text completion's
+    output is its text, an embedding has none, and an unnamed generation takes the key's alias."""
+    exporter = Langfuse({"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_HOST": "http://127.0.0.1:1"})
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    chat = make_ctx(tools=tools, stop=["\n"], seed=None)
+    chat.metadata = {}
+    completion = RequestContext("completion", {"model": "gpt", "prompt": "say", "max_tokens": 4})
+    completion.response = {"id": "cmpl-1", "choices": [{"text": "said", "index": 0, "finish_reason": "stop"}]}
+    embedding = RequestContext("embedding", {"model": "emb", "input": ["a", "b"]})
+    embedding.response = {"object": "list", "data": [{"embedding": [0.1], "index": 0}]}
+    redacted = make_ctx()
+    redacted.redact_messages = True
+    try:
+        (trace, generation), (_, text), (_, vectors), (_, hidden) = (
+            langfuse_events(exporter, build_record(ctx)) for ctx in (chat, completion, embedding, redacted))
+    finally:
+        exporter.close(0)
+    assert generation["body"]["input"] == {"messages": [{"role": "user", "content": "hi"}], "tools": tools}
+    assert generation["body"]["modelParameters"] == {"temperature": 0.3, "stop": "['\\n']"}
+    assert generation["body"]["name"] == "litellm:alias-1" and trace["body"]["name"] == "litellm-completion"
+    assert text["body"]["input"] == {"messages": "say"} and text["body"]["output"] == "said"
+    assert text["body"]["name"] == "litellm-text_completion" and text["body"]["modelParameters"] == {"max_tokens": 4}
+    assert vectors["body"]["input"] == {"messages": ["a", "b"]} and vectors["body"]["output"] is None
+    assert hidden["body"]["input"] == hidden["body"]["output"] == "redacted-by-litellm"
 
 
 def test_langfuse_events_escape_values_and_carry_failures_names_and_release() -> None:
@@ -207,12 +237,12 @@ def test_langfuse_events_escape_values_and_carry_failures_names_and_release() ->
     trace, generation = first
     assert trace["id"] == 'req-"odd"-trace' and generation["id"] == 'req-"odd"-generation'
     assert trace["body"]["name"] == 'tr "x"' and trace["body"]["release"] == 'v"2'
-    assert trace["body"]["input"] == [{"role": "user", "content": 'say "ünï" \\ now'}]
-    assert trace["body"]["output"] is None and trace["body"]["tags"] == []
+    assert trace["body"]["input"] == {"messages": [{"role": "user", "content": 'say "ünï" \\ now'}]}
+    assert "output" not in trace["body"] and trace["body"]["tags"] == []  # the failure shows on the generation
     assert trace["body"]["metadata"] == {"note": "ü\n"}
     body = generation["body"]
-    assert body["id"] == "42" and body["name"] == "litellm-completion" and body["level"] == "ERROR"
-    assert "upstream \"down\"" in body["statusMessage"]
+    assert body["id"] == "42" and body["name"] == "litellm:alias-1" and body["level"] == "ERROR"
+    assert "upstream \"down\"" in body["statusMessage"] and body["output"] == body["statusMessage"]
     assert body["usage"] == {"input": 3, "output": 5, "total": 8, "unit": "TOKENS"} and "costDetails" not in body
     assert body["metadata"]["litellm_call_id"] == 'req-"odd"' and body["metadata"]["note"] == "ü\n"
     assert body["completionStartTime"] == body["endTime"]
@@ -290,7 +320,7 @@ def test_finished_calls_queue_records_then_each_exporters_own_bytes(caplog) -> N
     assert [type(item) for item in queued_langfuse + queued_generic] == [bytes, bytes, bytes]
     trace, generation = orjson.loads(b"[" + queued_langfuse[0] + b"]")
     assert trace["type"] == "trace-create" and generation["body"]["id"] == good.request_id
-    assert generation["body"]["input"] == [{"role": "user", "content": "hi"}]
+    assert generation["body"]["input"] == {"messages": [{"role": "user", "content": "hi"}]}
     assert generation["body"]["usage"]["totalCost"] == 0.5
     assert [orjson.loads(item)["id"] for item in queued_generic] == [good.request_id, odd.request_id]
     assert f"langfuse could not encode call {odd.request_id}" in caplog.text
