@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import fcntl
+import json
 import logging
 import os
 import platform
@@ -41,6 +42,8 @@ from tests.bench.procs import (
     wait_ready,
 )
 from tests.bench.report import NOISY_LOAD, PLAIN, Row, Summary, markdown, write_json
+from tests.bench.side_by_side import markdown as side_by_side_markdown
+from tests.bench.side_by_side import run_side_by_side
 from tests.bench.targets import BENCH_DIR, GROUPS, Target, command, select, skip_reason
 
 REPO_ROOT = BENCH_DIR.parents[1]
@@ -58,6 +61,7 @@ class Live:
     wrk_cpus: str | None  # for the req/s runs; 1-connection runs use the target CPU
     streams: bool
     api_key: str = API_KEY  # the master key, or a virtual key made for the target
+    session: int | None = None  # the target's session id (its processes' CPU time is read by it)
 
 
 def parse_cpus(spec: str) -> set[int]:
@@ -166,7 +170,7 @@ class Bench:
                     row.status, row.note = "failed", str(exc)
                     self.children.stop(child)
                     continue
-            lives.append(Live(row, port, self.cpus["aux"], target.streams, api_key))
+            lives.append(Live(row, port, self.cpus["aux"], target.streams, api_key, child.proc.pid))
         return rows, lives
 
     def wait_quiet(self) -> None:
@@ -307,6 +311,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target-cpus", help="CPUs of the targets (default: the last CPU)")
     p.add_argument("--aux-cpus", help="CPUs of upstream, wrk and runner (default: the rest)")
     p.add_argument("--no-pin", action="store_true", help="pin nothing")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="load each llmrelay variant at the same time as the plain row, on the target CPU, and "
+                        "compare their CPU per request (see side_by_side.py)")
     p.add_argument(
         "--quiet-wait",
         type=float,
@@ -365,7 +372,10 @@ def main(argv: list[str] | None = None) -> int:
             log.info("pinning %s; server logs in %s", cpus, log_dir)
             bench = Bench(args, wrk, cpus, log_dir)
             with bench.children:
-                summary = bench.run(targets)
+                if args.side_by_side:
+                    pairings = run_side_by_side(bench, targets)
+                else:
+                    summary = bench.run(targets)
     except KeyboardInterrupt:
         log.error("interrupted; every benchmark process has been stopped")
         shutil.rmtree(log_dir, ignore_errors=True)
@@ -374,6 +384,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("benchmark aborted: %s (server logs in %s)", exc, log_dir)
         return 1
 
+    if args.side_by_side:
+        shutil.rmtree(log_dir, ignore_errors=True)
+        document = {"meta": meta, "side_by_side": [p.as_dict() for p in pairings]}
+        args.results.write_text(json.dumps(document, indent=2) + "\n")
+        print(side_by_side_markdown(pairings, args.duration))
+        log.info("results written to %s", args.results)
+        return 0
     if all(row.status != "failed" for row in summary.rows):
         shutil.rmtree(log_dir, ignore_errors=True)
     write_json(args.results, meta, summary)
