@@ -34,11 +34,15 @@ def messages_of(ctx: RequestContext) -> Any:
 
 
 def response_of(ctx: RequestContext) -> Any:
-    """The answer as the client got it; a stream as one assembled chat completion."""
+    """The answer as the client got it; a stream as one assembled chat completion (a text
+    completion for ``/completions``), as LiteLLM logs streams."""
     if isinstance(ctx.response, dict):
         return ctx.response
     if ctx.stream and ctx.error is None:
         text = ctx.extra.get("stream_text", "")
+        if ctx.kind == "completion":
+            return {"object": "text_completion", "model": ctx.model,
+                    "choices": [{"index": 0, "text": text}], "usage": ctx.usage}
         return {"object": "chat.completion", "model": ctx.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
                 "usage": ctx.usage}

@@ -2,10 +2,15 @@
 
     python -m tests.bench.soak                    # 10k warm-up, then up to 200k requests
     python -m tests.bench.soak --total 50000      # a shorter look
+    python -m tests.bench.soak --exporters        # with langfuse + prometheus + otel on
 
 One gevent worker with the benchmark config (full default pipeline) in front of the benchmark's
 mock upstream; wrk drives it at 16 connections in slices and the worker's RSS is read from
 /proc after each slice. The budget: RSS at the end within 10% of RSS after the first 10k.
+
+With ``--exporters`` the worker runs the benchmark's exporters config and posts every call's
+Langfuse events and OTLP spans to the mock upstream: their queues are bounded, so memory must
+stay as flat.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10_000, help="requests before the first reading")
     parser.add_argument("--total", type=int, default=200_000, help="requests in all")
     parser.add_argument("--slice", type=float, default=10.0, help="seconds of wrk between readings")
+    parser.add_argument("--exporters", action="store_true", help="langfuse + prometheus + otel on")
     args = parser.parse_args(argv)
     wrk = ensure_wrk()
     upstream_port, proxy_port = free_port(), free_port()
@@ -63,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     # the installed package, as users run it (tests/install.py), from a folder outside the checkout
     proxy_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
     proxy_env["LLMRELAY_STATE_DIR"] = str(tmp / "state")
-    proxy = subprocess.Popen([*llmrelay_command(), "--config", str(ROOT / "tests/bench/bench_config.yaml"),
+    config = "bench_config_observe.yaml" if args.exporters else "bench_config.yaml"
+    if args.exporters:  # the mock upstream takes the batches in (upstream.py SINK_PATHS)
+        sink = f"http://127.0.0.1:{upstream_port}"
+        proxy_env.update(LANGFUSE_HOST=sink, LANGFUSE_PUBLIC_KEY="pk-soak", LANGFUSE_SECRET_KEY="sk-soak",
+                         OTEL_EXPORTER_OTLP_ENDPOINT=sink)
+    proxy = subprocess.Popen([*llmrelay_command(), "--config", str(ROOT / "tests/bench" / config),
                               "--host", "127.0.0.1", "--port", str(proxy_port), "--num_workers", "1"],
                              cwd=tmp, env=proxy_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -219,6 +219,30 @@ def test_langfuse_input_output_and_names_follow_litellm() -> None:
     assert hidden["body"]["input"] == hidden["body"]["output"] == "redacted-by-litellm"
 
 
+def test_streams_are_logged_with_the_answer_they_streamed() -> None:
+    """A stream's record holds the answer assembled from its chunks, shaped by the endpoint: a chat
+    completion's message, a text completion's text; Langfuse logs each as LiteLLM does."""
+    exporter = Langfuse({"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_HOST": "http://127.0.0.1:1"})
+    chat = make_ctx(stream=True)
+    completion = RequestContext("completion", {"model": "gpt", "prompt": "say", "stream": True})
+    for ctx, text in ((chat, "streamed chat"), (completion, "streamed text")):
+        ctx.response, ctx.stream = None, True
+        ctx.extra["stream_text"] = text
+        ctx.usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    try:
+        chat_record, completion_record = build_record(chat), build_record(completion)
+        (_, chat_generation), (_, text_generation) = (langfuse_events(exporter, r)
+                                                      for r in (chat_record, completion_record))
+    finally:
+        exporter.close(0)
+    assert chat_record["response"]["choices"][0]["message"] == {"role": "assistant", "content": "streamed chat"}
+    assert completion_record["response"]["object"] == "text_completion"
+    assert completion_record["response"]["choices"][0]["text"] == "streamed text"
+    assert chat_generation["body"]["output"] == {"role": "assistant", "content": "streamed chat"}
+    assert text_generation["body"]["output"] == "streamed text"
+    assert text_generation["body"]["usage"]["output"] == 2
+
+
 def test_langfuse_events_escape_values_and_carry_failures_names_and_release() -> None:
     """Values are written as JSON whatever they hold (quotes, backslashes, non-ASCII); a failed
     call is an ERROR generation; trace_name, generation_id and LANGFUSE_RELEASE are honoured."""
