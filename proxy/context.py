@@ -19,6 +19,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+
+def new_request_id(now: float) -> str:
+    """``req-`` and 24 hex digits: the time in milliseconds, then 52 random bits.
+
+    Time first, so ids made one after another sort one after another: the spend log's primary
+    key index then grows at its end, as a log does. With random ids every insert landed on a
+    random page of an index larger than SQLite's cache; a 500-row batch took 17-23 ms instead
+    of 1 ms on a table of a few hundred thousand calls, and under sustained load the writer fell
+    behind and its queue, and the worker's memory, grew.
+    """
+    return f"req-{int(now * 1000):011x}{random.getrandbits(52):013x}"
+
 class RequestContext:
     """State of one client request, from the view to the rendered response."""
 
@@ -70,9 +82,9 @@ class RequestContext:
         self.model: str = body.get("model") or ""
         self.stream: bool = bool(body.get("stream"))
         self.metadata: dict[str, Any] = {}
-        self.request_id = request_id or f"req-{random.getrandbits(96):024x}"
         self.started = time.perf_counter()
         self.wall_started = time.time()
+        self.request_id = request_id or new_request_id(self.wall_started)
         self.caller: dict[str, Any] = {}  # who is calling (master key, virtual key, ...)
         self.api_key: str | None = None
         self.deployment: Deployment | None = None

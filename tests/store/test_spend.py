@@ -199,3 +199,19 @@ def test_sigterm_loses_nothing(backend: Backend) -> None:
     child.send_signal(signal.SIGTERM)
     assert child.wait(10) == 0
     assert count(backend.open()) == 300
+
+
+def test_request_ids_are_unique_and_follow_time() -> None:
+    """Request ids (the spend log's primary key) sort in the order calls start, so its index grows
+    at the end like a log; ids made in the same millisecond still differ."""
+    from proxy.context import RequestContext, new_request_id
+
+    now = time.time()
+    same_instant = {new_request_id(now) for _ in range(10_000)}
+    later = new_request_id(now + 0.002)
+    assert len(same_instant) == 10_000
+    assert all(len(i) == 28 and i.startswith("req-") and int(i[4:], 16) >= 0 for i in same_instant)
+    assert max(same_instant) < later
+    first, second = RequestContext("chat", {}), RequestContext("chat", {})
+    assert first.request_id[:15] <= second.request_id[:15]  # the millisecond part never goes back
+    assert RequestContext("chat", {}, request_id="call-1").request_id == "call-1"  # a client's id is kept
