@@ -280,11 +280,14 @@ class Langfuse(HTTPExporter):
         params = record["model_parameters"]
         model_parameters, tools = split_parameters(params) if params else (EMPTY, None)
         messages = record["messages"]
-        prompt: Any = messages if messages == REDACTED else {"messages": messages, **tools} if tools else \
-            {"messages": messages}
+        prompt: Any = messages  # the redaction placeholder stays as it is
+        if messages != REDACTED:
+            prompt = {"messages": messages, **tools} if tools else {"messages": messages}
         failed = record["status"] == "failure"
-        output = (record["error_str"] or f"status {record['status_code']}") if failed else \
-            answer_of(call_type, record["response"])
+        if failed:
+            output = record["error_str"] or f"status {record['status_code']}"
+        else:
+            output = answer_of(call_type, record["response"])
         trace: dict[str, Any] = {
             "id": trace_id, "timestamp": started, "name": str(trace_name) if trace_name else "litellm-" + call_type,
             "userId": meta.get("trace_user_id") or record["end_user"], "sessionId": meta.get("session_id"),
