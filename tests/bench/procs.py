@@ -55,7 +55,8 @@ class CpuSample:
     ours: int
 
 
-def _session_ticks(sessions: Iterable[int]) -> int:
+def session_ticks(sessions: Iterable[int]) -> int:
+    """CPU ticks (user + system) used so far by every live process of the given sessions."""
     wanted = set(sessions)
     ticks = 0
     for entry in os.scandir("/proc"):
@@ -93,7 +94,7 @@ def cpu_sample(sessions: Iterable[int]) -> CpuSample:
             per_cpu[name] = (total - values[3] - values[4] - values[7], total)
     own = os.times()
     own_s = own.user + own.system + own.children_user + own.children_system
-    ours = round(own_s * CLOCK_TICKS) + _session_ticks(sessions)
+    ours = round(own_s * CLOCK_TICKS) + session_ticks(sessions)
     return CpuSample(per_cpu, process_busy, steal, ours)
 
 

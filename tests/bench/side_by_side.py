@@ -17,14 +17,13 @@ half a percent per round.
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tests.bench.loadgen import LoadError, WrkResult, run_wrk
-from tests.bench.procs import CLOCK_TICKS
+from tests.bench.procs import CLOCK_TICKS, session_ticks
 from tests.bench.report import PLAIN, median_interval
 
 if TYPE_CHECKING:
@@ -55,18 +54,7 @@ class Pairing:
 
 def session_cpu_s(session: int) -> float:
     """CPU seconds (user + system) used so far by every live process of a target's session."""
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == session:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLOCK_TICKS
+    return session_ticks((session,)) / CLOCK_TICKS
 
 
 def load_both(bench: Bench, pair: tuple[Live, Live], duration: float) -> list[tuple[WrkResult, float]]:
