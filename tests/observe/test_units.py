@@ -310,10 +310,10 @@ def test_exporter_without_its_keys_is_skipped_not_fatal(tmp_path: Path, monkeypa
 
 
 def test_finished_calls_queue_records_then_each_exporters_own_bytes(caplog) -> None:
-    """A finished call queues its record, not its context; the batch loop has every exporter
-    encode each record: their queues hold the receivers' bytes, not records that keep the call's
-    request and answer alive until the next batch goes out. An exporter that cannot encode a call
-    loses only that call."""
+    """A finished call queues what its record is made of, not its context; the batch loop builds
+    the records and has every exporter encode each one: their queues hold the receivers' bytes,
+    not records that keep the call's request and answer alive until the next batch goes out. An
+    exporter that cannot encode a call loses only that call."""
     import sys
 
     import orjson
@@ -334,9 +334,10 @@ def test_finished_calls_queue_records_then_each_exporters_own_bytes(caplog) -> N
         held = sys.getrefcount(good), sys.getrefcount(good.headers)
         observer.finish(good, 0.5)
         observer.finish(odd, None)
-        # the intake queue holds the calls' records, not their contexts (nor what those hold)
+        # the intake queue holds what the calls' records are made of, not their contexts (nor
+        # what only those hold: the headers)
         assert (sys.getrefcount(good), sys.getrefcount(good.headers)) == held
-        assert [record["id"] for record in observer.calls._items] == [good.request_id, odd.request_id]
+        assert [call[0] for call, _ in observer.calls._items] == [good.request_id, odd.request_id]
         observer.publish([observer.calls._items.popleft() for _ in range(2)])
         queued_langfuse, queued_generic = list(langfuse.queue._items), list(generic.queue._items)
     finally:
