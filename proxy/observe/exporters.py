@@ -11,7 +11,7 @@ import base64
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gevent
@@ -37,11 +37,6 @@ class SettingMissing(Exception):
     """A required environment variable is not set; the message names it."""
 
 
-#: records handled between two yields to the hub by default: a batch is CPU work, and
-#: requests must be served in between, not wait for a whole batch
-SLICE = 50
-
-
 #: seconds a background greenlet steps aside between two slices of its work
 PAUSE = 0.0001
 
@@ -55,14 +50,6 @@ def step_aside() -> None:
     without exporters, 7-8 ms with them). Waiting on a timer makes the hub poll first.
     """
     gevent.sleep(PAUSE)
-
-
-def slices(batch: list[Any], pause: Callable[[], Any] | None, size: int = SLICE) -> Iterator[list[Any]]:
-    """``batch`` in slices of ``size`` records, calling ``pause`` (``step_aside``) between two."""
-    for start in range(0, len(batch), size):
-        if start and pause is not None:
-            pause()
-        yield batch[start:start + size]
 
 
 class Exporter:
@@ -188,7 +175,7 @@ class Timestamps:
         self._second = -1
         self._prefix = ""
 
-    def __call__(self, ts: float) -> str:
+    def format(self, ts: float) -> str:
         second = int(ts)
         if second != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
@@ -222,6 +209,9 @@ def answer_of(call_type: str, response: Any) -> Any:
     return choices[0].get("text") if call_type == "text_completion" else choices[0].get("message")
 
 
+#: a generation's name when neither the request nor the key names it
+CALL_NAMES = {call_type: "litellm-" + call_type for call_type in ("completion", "text_completion", "embedding",
+                                                                   "moderation")}
 #: request metadata that names the trace and generation, not copied into their metadata
 TRACE_FIELDS = frozenset({"generation_name", "generation_id", "trace_id", "trace_user_id", "session_id", "tags",
                           "trace_name"})
@@ -243,7 +233,7 @@ class Langfuse(HTTPExporter):
         token = base64.b64encode(f"{public}:{secret}".encode()).decode()
         self.headers = {"Authorization": f"Basic {token}"}
         self.release = env(environ, "LANGFUSE_RELEASE")
-        self.iso = Timestamps()
+        self.iso = Timestamps().format  # a bound method: cheaper to call than ``__call__``
         self._metadata: dict[tuple[Any, ...], dict[str, Any]] = {}
         super().__init__(on_drop)
 
@@ -270,7 +260,8 @@ class Langfuse(HTTPExporter):
         call_type = record["call_type"]
         name = meta.get("generation_name")
         alias = meta.get("user_api_key_alias")
-        name = str(name) if name else f"litellm:{alias}" if alias else "litellm-" + call_type
+        default_name = CALL_NAMES.get(call_type) or "litellm-" + call_type
+        name = str(name) if name else f"litellm:{alias}" if alias else default_name
         iso = self.iso
         started, ended = iso(record["startTime"]), iso(record["endTime"])
         first = record["completionStartTime"]
@@ -281,7 +272,7 @@ class Langfuse(HTTPExporter):
         model_parameters, tools = split_parameters(params) if params else (EMPTY, None)
         messages = record["messages"]
         prompt: Any = messages  # the redaction placeholder stays as it is
-        if messages != REDACTED:
+        if messages is not REDACTED:
             prompt = {"messages": messages, **tools} if tools else {"messages": messages}
         failed = record["status"] == "failure"
         if failed:
@@ -289,7 +280,7 @@ class Langfuse(HTTPExporter):
         else:
             output = answer_of(call_type, record["response"])
         trace: dict[str, Any] = {
-            "id": trace_id, "timestamp": started, "name": str(trace_name) if trace_name else "litellm-" + call_type,
+            "id": trace_id, "timestamp": started, "name": str(trace_name) if trace_name else default_name,
             "userId": meta.get("trace_user_id") or record["end_user"], "sessionId": meta.get("session_id"),
             "input": prompt, "tags": record["request_tags"], "metadata": extra_meta,
         }
@@ -308,7 +299,7 @@ class Langfuse(HTTPExporter):
             "model": record["model"], "modelParameters": model_parameters,
             "input": prompt, "output": output, "usage": usage,
             "usageDetails": {"input": prompt_tokens, "output": completion, "total": total},
-            "metadata": {**self.deployment_metadata(record, meta), "litellm_call_id": call_id, **extra_meta},
+            "metadata": self.generation_metadata(record, meta, call_id, extra_meta),
             "level": "DEFAULT",
         }
         if cost is not None:
@@ -320,6 +311,16 @@ class Langfuse(HTTPExporter):
         return ({"id": call_id + "-trace", "type": "trace-create", "timestamp": ended, "body": trace},
                 {"id": call_id + "-generation", "type": "generation-create", "timestamp": ended,
                  "body": generation})
+
+    def generation_metadata(self, record: dict[str, Any], meta: dict[str, Any], call_id: str,
+                            extra: dict[str, Any]) -> dict[str, Any]:
+        """The generation's metadata: the deployment's and key's (made once, copied), the call's
+        id and the request's own metadata."""
+        found = self.deployment_metadata(record, meta).copy()
+        found["litellm_call_id"] = call_id
+        if extra:
+            found.update(extra)
+        return found
 
     def deployment_metadata(self, record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         """The generation's metadata that repeats for a deployment and key: made once."""

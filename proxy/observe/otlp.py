@@ -12,7 +12,7 @@ what this writes with opentelemetry-proto.
 
 from __future__ import annotations
 
-import random
+import os
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -29,12 +29,15 @@ STATUS = b"\x7a"  # 15: Status
 FLAGS = b"\x85\x01" + struct.pack("<I", 0x100)
 TIMES = struct.Struct("<BQBQ")  # 7: fixed64 start, 8: fixed64 end
 START_TAG, END_TAG = 0x39, 0x41
+END_BYTE = bytes([END_TAG])
 
 KIND_INTERNAL, KIND_SERVER, KIND_CLIENT = 1, 2, 3
 STATUS_ERROR = 2
 DOUBLE = struct.Struct("<d")
 
 _SMALL = [bytes([n]) for n in range(128)]
+#: an all-zero span id means "no span"; a random one that comes out so is replaced by this one
+NO_ID, ONE_ID = bytes(8), (1).to_bytes(8, "little")
 
 
 def varint(n: int) -> bytes:
@@ -110,7 +113,7 @@ class IntKey:
                                   for n in range(1, 11)]
         self._seen: dict[int, bytes] = {}
 
-    def __call__(self, value: int) -> bytes:
+    def attribute(self, value: int) -> bytes:
         found = self._seen.get(value)
         if found is None:
             encoded = varint(value)
@@ -134,7 +137,7 @@ class StrKey:
         self._prefixes = [str_attribute(self._key, "\0" * n)[:len(str_attribute(self._key, "\0" * n)) - n]
                           for n in range(self.SHORT)]
 
-    def __call__(self, value: str) -> bytes:
+    def attribute(self, value: str) -> bytes:
         data = value.encode()
         if len(data) < self.SHORT:
             return self._prefixes[len(data)] + data
@@ -150,7 +153,7 @@ class FloatKey:
         k = key(name)
         self._prefix = ATTRIBUTE + varint(len(k) + 11) + k + b"\x12\x09\x21"
 
-    def __call__(self, value: float) -> bytes:
+    def attribute(self, value: float) -> bytes:
         return self._prefix + DOUBLE.pack(value)
 
 
@@ -182,57 +185,95 @@ def span(trace_id: bytes, span_id: bytes, parent_id: bytes | None, head: bytes, 
     return b"\x12" + varint(len(body)) + body
 
 
+class RandomIds:
+    """Random bytes for trace and span ids, drawn from the OS a block at a time.
+
+    ``random.randbytes`` builds a big integer and converts it back to bytes byte by byte: that
+    was about a tenth of a call's encoding. A block is drawn on first use, never before the worker
+    forks, so no two workers share ids.
+    """
+
+    __slots__ = ("block", "offset")
+
+    SIZE = 32 * 1024
+
+    def __init__(self) -> None:
+        self.block = b""
+        self.offset = 0
+
+    def take(self, size: int) -> tuple[bytes, int]:
+        """A block and the offset of ``size`` fresh bytes in it."""
+        offset = self.offset
+        if offset + size > len(self.block):
+            self.block, offset = os.urandom(max(self.SIZE, size)), 0
+        self.offset = offset + size
+        return self.block, offset
+
+
 class CallSpans:
     """Every span of one call's shape, its fixed-size fields written by one ``struct`` call.
 
     A shape is what repeats from call to call of a model group, key and pipeline: the root SERVER
     span's name and attributes, one INTERNAL span per stage and, where the call reached an
-    upstream, the CLIENT span. Per call only ids, times and a few attributes change. The ids and
-    times of every span sit in one argument template with the constant bytes between them, so
-    a call fills in the slots and packs them at once. The per-call attributes are two byte
-    strings: ``gen_ai`` (the root and the CLIENT span carry it) and ``rest`` (the root alone).
+    upstream, the CLIENT span. Per call only ids, times and a few attributes change. A span's
+    fields are ordered (protobuf reads them in any order) so that the tags ride on bytes the
+    call has anyway: the shape's prefix ends with the start time's tag, the trace id is written
+    with its own and the span id's tag, the parent id with the end time's. A child span is then
+    six values of one ``struct`` pack: prefix, start, trace id, span id, parent id, end. The per-call
+    attributes are two byte strings: ``gen_ai`` (the root and the CLIENT span carry it) and
+    ``rest`` (the root alone).
 
     Layout of the bytes, spans in any order as protobuf allows: the root span's length prefix,
-    name, kind and attributes, then the packed part (the root's ids and times, every stage span,
-    the CLIENT span's head, ids and times), then the CLIENT span's ``gen_ai`` attributes.
+    name, kind and attributes, then the packed part (the root's times and ids, every stage span,
+    the CLIENT span's head, times and ids), then the CLIENT span's ``gen_ai`` attributes.
     """
 
-    __slots__ = ("_client", "_ids", "_layouts", "_nbytes", "_root", "_root_prefixes", "_stage_items",
+    __slots__ = ("_client", "_ids", "_layouts", "_nbytes", "_random", "_root", "_root_prefixes", "_stage_prefixes",
                  "count", "upstream")
 
-    #: root tail: FLAGS + trace-id tag, trace id + span-id tag, span id, start, end
-    ROOT_TAIL = len(FLAGS) + len(TRACE_ID) + 16 + len(SPAN_ID) + 8 + TIMES.size
-    #: a child span's fixed fields: the root tail's and the parent id
+    #: the root's fixed fields: flags, start, end, trace id and span id, with their tags
+    ROOT_TAIL = len(FLAGS) + TIMES.size + len(TRACE_ID) + 16 + len(SPAN_ID) + 8
+    #: a child span's: the root's and the parent id
     CHILD_TAIL = ROOT_TAIL + len(PARENT_ID) + 8
+    #: what the root's packed part starts with: its flags and the start time's tag
+    ROOT_HEAD = FLAGS + bytes([START_TAG])
 
-    def __init__(self, root: bytes, stages: Sequence[bytes | None], client: bytes | None) -> None:
+    def __init__(self, root: bytes, stages: Sequence[bytes | None], client: bytes | None,
+                 random_ids: RandomIds) -> None:
         """``root``/``client``: a span's name, kind and constant attributes; ``stages``: those of
-        each stage span in pipeline order, ``None`` where the upstream call (the CLIENT span) is."""
+        each stage span in pipeline order, ``None`` where the upstream call (the CLIENT span) is;
+        ``random_ids``: where ids come from (one source per exporter)."""
         self._root = root
+        self._random = random_ids
         self.upstream = stages.index(None) if None in stages else None
         self._client = client if self.upstream is not None else None
         heads = [head for head in stages if head is not None]
         self.count = len(heads)
         spans = 1 + self.count + (self._client is not None)
         self._nbytes = 16 + 8 * spans
-        self._ids = struct.Struct(f"<16s{spans}Q").unpack
-        self._stage_items = [b"\x12" + varint(len(head) + self.CHILD_TAIL) + head + FLAGS + TRACE_ID for head in heads]
+        self._ids = struct.Struct("16s" + "8s" * spans).unpack_from
+        self._stage_prefixes = [self._prefix(head, 0) for head in heads]
         self._layouts: dict[int, tuple[Any, list[Any]]] = {}
         self._root_prefixes: dict[int, bytes] = {}
 
+    def _prefix(self, head: bytes, attributes: int) -> bytes:
+        """A child span up to its start time: length, name, kind, constant attributes, flags and
+        the start time's tag (``attributes``: the length of what follows its fixed fields)."""
+        return b"\x12" + varint(len(head) + self.CHILD_TAIL + attributes) + head + FLAGS + bytes([START_TAG])
+
     def _layout(self, client_attributes: int) -> tuple[Any, list[Any]]:
         """The struct and argument template for a CLIENT span with attributes this long."""
-        fmt = ["<8s18sQBQBQ"]
-        template: list[Any] = [FLAGS + TRACE_ID, None, None, START_TAG, None, END_TAG, None]
-        for prefix in self._stage_items:
-            # prefix, trace id + span-id tag, span id, parent tag + parent id, start, end
-            fmt.append(f"{len(prefix)}s18sQ10sBQBQ")
-            template += (prefix, None, None, None, START_TAG, None, END_TAG, None)
+        # root: flags + start tag, start, end tag, end, trace-id tag + trace id + span-id tag, span id
+        fmt = [f"<{len(self.ROOT_HEAD)}sQBQ20s8s"]
+        template: list[Any] = [self.ROOT_HEAD, None, END_TAG, None, None, None]
+        # child: prefix, start, trace-id tag + trace id + span-id tag, span id, parent id + end tag, end
+        for prefix in self._stage_prefixes:
+            fmt.append(f"{len(prefix)}sQ20s8s11sQ")
+            template += (prefix, None, None, None, None, None)
         if self._client is not None:
-            size = len(self._client) + self.CHILD_TAIL + client_attributes
-            prefix = b"\x12" + varint(size) + self._client + FLAGS + TRACE_ID
-            fmt.append(f"{len(prefix)}s18sQ10sBQBQ")
-            template += (prefix, None, None, None, START_TAG, None, END_TAG, None)
+            prefix = self._prefix(self._client, client_attributes)
+            fmt.append(f"{len(prefix)}sQ20s8s11sQ")
+            template += (prefix, None, None, None, None, None)
         found = (struct.Struct("".join(fmt)).pack, template)
         if len(self._layouts) < 64:
             self._layouts[client_attributes] = found
@@ -246,29 +287,30 @@ class CallSpans:
                 self._root_prefixes[size] = found
         return found
 
-    def encode(self, start: int, end: int, starts: list[int], ends: list[int], gen_ai: bytes, rest: bytes) -> bytes:
-        """The call's spans. ``starts``/``ends``: each stage's times (the upstream call's included,
-        in pipeline order; the lists are consumed)."""
-        trace_id, *ids = self._ids(random.randbytes(self._nbytes))
-        if 0 in ids:  # an all-zero span id is invalid
-            ids = [i or 1 for i in ids]
+    def encode(self, start: int, end: int, bounds: list[int], gen_ai: bytes, rest: bytes) -> bytes:
+        """The call's spans. ``bounds``: where each stage starts (the upstream call included, in
+        pipeline order), then where the last one ends."""
+        block, offset = self._random.take(self._nbytes)
+        trace_id, *ids = self._ids(block, offset)
+        if NO_ID in ids:  # an all-zero span id is invalid
+            ids = [ONE_ID if i == NO_ID else i for i in ids]
         pack, template = self._layouts.get(len(gen_ai)) or self._layout(len(gen_ai))
         args = template.copy()
-        ts = trace_id + SPAN_ID
-        parent = PARENT_ID + ids[0].to_bytes(8, "little")
-        args[1], args[2], args[4], args[6] = ts, ids[0], start, end
+        trace = TRACE_ID + trace_id + SPAN_ID
+        parent = PARENT_ID + ids[0] + END_BYTE
+        args[1], args[3], args[4], args[5] = start, end, trace, ids[0]
+        starts, ends = bounds[:-1], bounds[1:]
         upstream = self.upstream
         if upstream is not None:
-            client_start, client_end = starts.pop(upstream), ends.pop(upstream)
-            args[-7], args[-6], args[-5], args[-3], args[-1] = ts, ids[-1], parent, client_start, client_end
+            args[-5:] = starts.pop(upstream), trace, ids[-1], parent, ends.pop(upstream)
         n = self.count
         if n:
-            stop = 7 + 8 * n
-            args[8:stop:8] = [ts] * n
-            args[9:stop:8] = ids[1:n + 1]
-            args[10:stop:8] = [parent] * n
-            args[12:stop:8] = starts
-            args[14:stop:8] = ends
+            stop = 6 + 6 * n
+            args[7:stop:6] = starts
+            args[8:stop:6] = [trace] * n
+            args[9:stop:6] = ids[1:n + 1]
+            args[10:stop:6] = [parent] * n
+            args[11:stop:6] = ends
         root = self._root_prefix(len(self._root) + len(gen_ai) + len(rest) + self.ROOT_TAIL)
         if upstream is None:
             return b"".join((root, gen_ai, rest, pack(*args)))

@@ -119,15 +119,14 @@ class Metrics:
         self.active -= 1
 
     def observe(self, record: dict[str, Any]) -> None:
-        """Count one finished call."""
+        """Count one finished call. The labels are kept as the record has them (None included)
+        and made strings at ``flush``, once per label set."""
         meta = record["metadata"]
-        err = record["error_information"] or EMPTY
-        key = (record.get("end_user") or "", meta.get("user_api_key_hash") or "",
-               meta.get("user_api_key_alias") or "", record["model_group"] or "",
-               meta.get("user_api_key_team_id") or "", meta.get("user_api_key_user_id") or "",
-               record["model"] or "", record["status_code"], record["status"] == "failure",
-               err.get("error_code", ""), err.get("error_class", ""), record["model_id"],
-               record["api_base"] or "", record["custom_llm_provider"] or "")
+        error = record["error_information"]
+        key = (record["end_user"], meta["user_api_key_hash"], meta["user_api_key_alias"], record["model_group"],
+               meta["user_api_key_team_id"], meta["user_api_key_user_id"], record["model"], record["status_code"],
+               error["error_code"] if error else "", error["error_class"] if error else "", record["model_id"],
+               record["api_base"], record["custom_llm_provider"])
         tally = self._tally.get(key)
         if tally is None:
             tally = self._tally[key] = [0, 0, 0, 0, 0.0, [], [], []]
@@ -136,20 +135,28 @@ class Metrics:
         tally[1] += record["prompt_tokens"]
         tally[2] += record["completion_tokens"]
         tally[3] += record["total_tokens"]
-        tally[4] += record["response_cost"] or 0.0
+        cost = record["response_cost"]
+        if cost:
+            tally[4] += cost
         tally[5].append(record["response_time"])
-        if record["upstream_latency"] is not None and record["model_id"] is not None:
-            tally[6].append(record["upstream_latency"])
-        if record["time_to_first_token"] is not None:
-            tally[7].append(record["time_to_first_token"])
+        upstream = record["upstream_latency"]
+        if upstream is not None and record["model_id"] is not None:
+            tally[6].append(upstream)
+        ttft = record["time_to_first_token"]
+        if ttft is not None:
+            tally[7].append(ttft)
 
     def flush(self) -> None:
         """Move what calls added since the last flush into the metric objects."""
         self.in_flight.set(self.active)
         tally, self._tally = self._tally, {}
         for key, (calls, prompt, completion, tokens, cost, latencies, upstream, ttfts) in tally.items():
-            (end_user, hashed, alias, group, team, user, model, status, failed, err_code, err_class,
-             model_id, api_base, provider) = key
+            (end_user, hashed, alias, group, team, user, model, status, err_code, err_class, model_id, api_base,
+             provider) = key
+            failed = bool(err_code)
+            end_user, hashed, alias, group, team, user, model, api_base, provider = (
+                end_user or "", hashed or "", alias or "", group or "", team or "", user or "", model or "",
+                api_base or "", provider or "")
             labels = (end_user, hashed, alias, group, team, "", user)
             self.requests.labels(*labels, model).inc(calls)
             self.proxy_total.labels(*labels, str(status)).inc(calls)

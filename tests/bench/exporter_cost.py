@@ -44,6 +44,7 @@ def make_ctx() -> Any:
     ctx.timings = {"auth": 0.00002, "environment": 0.000003, "drop_params": 0.000004,
                    "prompt_template": 0.000002, "route": 0.00001, "retry": 0.000003,
                    "callbacks": 0.00001, "upstream": 0.0004}
+    ctx.started -= 0.0006  # the call outlasts its stages, as a served one does
     return ctx
 
 

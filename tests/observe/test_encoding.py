@@ -177,7 +177,7 @@ def test_metrics_flush_on_their_own_while_calls_run() -> None:
 
 @pytest.mark.parametrize("ts", [0.0, 1.5, 1_767_225_599.9996, 1_800_000_000.001, 1_800_000_000.999])
 def test_langfuse_timestamps_match_datetime(ts: float) -> None:
-    stamp = Timestamps()
+    stamp = Timestamps().format
     stamp(ts - 5)  # the cached second must be replaced, not reused
     reference = dt.datetime.fromtimestamp(ts, dt.UTC)
     whole = int(ts)

@@ -116,29 +116,44 @@ def test_queue_put_many_takes_what_fits_and_drops_the_rest() -> None:
     assert queue.dropped == 3 and sent == [0, 1, 2, 3]
 
 
-def test_background_work_lets_a_waiting_request_run_between_slices() -> None:
-    """A call whose answer has arrived runs after the slice of exporter work in progress, not
-    after the whole batch (``gevent.sleep(0)`` would keep the hub off the sockets)."""
+def test_publishing_lets_a_waiting_request_run_between_steps() -> None:
+    """A call whose answer has arrived runs after the step of exporter work in progress (the
+    records, an exporter's encoding), not after the whole batch (``gevent.sleep(0)`` would keep
+    the hub off the sockets)."""
     import gevent.socket
 
-    from proxy.observe.exporters import slices, step_aside
+    from proxy.observe import Telemetry
+    from proxy.observe.hub import Observer, Wanted
 
-    ours, theirs = gevent.socket.socketpair()
+    environ = {"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_HOST": "http://127.0.0.1:1",
+               "GENERIC_LOGGER_ENDPOINT": "http://127.0.0.1:1/log"}
+    wanted = {name: Wanted(name, f"litellm_settings.callbacks[{i}]", success=True, failure=True)
+              for i, name in enumerate(("langfuse", "generic_api"))}
+    observer = Observer(wanted, {}, Telemetry(), environ=environ)
     order: list[object] = []
+    for exporter in observer.exporters:
+        encode = exporter.encode
+        exporter.encode = (lambda record, name=exporter.name, encode=encode:  # type: ignore[method-assign]
+                           order.append(name) or encode(record))
+    ours, theirs = gevent.socket.socketpair()
 
     def request() -> None:
         ours.recv(1)
         order.append("request")
 
-    waiting = gevent.spawn(request)
-    gevent.sleep(0.01)  # the request now waits on its socket
-    theirs.send(b"x")  # its answer arrives
-    for number, _ in enumerate(slices(list(range(150)), step_aside)):
-        order.append(number)
-    waiting.join(1)
-    ours.close()
-    theirs.close()
-    assert order == [0, "request", 1, 2]
+    try:
+        for _ in range(3):
+            observer.finish(make_ctx(), 0.1)
+        waiting = gevent.spawn(request)
+        gevent.sleep(0.01)  # the request now waits on its socket
+        theirs.send(b"x")  # its answer arrives
+        observer.publish([observer.calls._items.popleft() for _ in range(3)])
+        waiting.join(1)
+    finally:
+        observer.close(0)
+        ours.close()
+        theirs.close()
+    assert order == ["request", *["langfuse"] * 3, *["generic_api"] * 3]
 
 
 def test_otel_batching_follows_the_sdk_settings(caplog) -> None:
@@ -253,8 +268,9 @@ def test_langfuse_events_escape_values_and_carry_failures_names_and_release() ->
     ctx.metadata = {"trace_name": "tr \"x\"", "generation_id": 42, "note": "ü\n", "tags": "not-a-list"}
     ctx.error, ctx.status, ctx.response = ServiceUnavailable('upstream "down"'), 503, None
     try:
-        first = langfuse_events(exporter, build_record(ctx))
-        second = langfuse_events(exporter, build_record(ctx))  # the metadata block comes from the cache
+        record = build_record(ctx)  # once: two records of one call end a few µs apart
+        first = langfuse_events(exporter, record)
+        second = langfuse_events(exporter, record)  # the metadata block comes from the cache
     finally:
         exporter.close(0)
     assert first == second
