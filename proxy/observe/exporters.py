@@ -11,7 +11,7 @@ import base64
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import gevent
@@ -50,6 +50,15 @@ def step_aside() -> None:
     without exporters, 7-8 ms with them). Waiting on a timer makes the hub poll first.
     """
     gevent.sleep(PAUSE)
+
+
+def slices(batch: list[Any], pause: Callable[[], Any] | None, size: int, *, first: bool = False) -> Iterator[list[Any]]:
+    """``batch`` in slices of ``size`` items, calling ``pause`` (``step_aside``) between two, and
+    before the first one too if ``first``."""
+    for start in range(0, len(batch), size):
+        if pause is not None and (start or first):
+            pause()
+        yield batch[start:start + size]
 
 
 class Exporter:

@@ -156,6 +156,31 @@ def test_publishing_lets_a_waiting_request_run_between_steps() -> None:
     assert order == ["request", *["langfuse"] * 3, *["generic_api"] * 3]
 
 
+def test_publishing_steps_aside_between_slices_of_each_step(monkeypatch) -> None:
+    """A batch larger than a slice yields to the hub within each step too: building the records,
+    and each exporter's encoding (before its first slice and between two)."""
+    import proxy.observe.hub as hub
+    from proxy.observe import Telemetry
+
+    environ = {"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_HOST": "http://127.0.0.1:1",
+               "GENERIC_LOGGER_ENDPOINT": "http://127.0.0.1:1/log"}
+    wanted = {name: hub.Wanted(name, f"litellm_settings.callbacks[{i}]", success=True, failure=True)
+              for i, name in enumerate(("langfuse", "generic_api"))}
+    observer = hub.Observer(wanted, {}, Telemetry(), environ=environ)
+    pauses: list[int] = []
+    monkeypatch.setattr(hub, "PUBLISH_SLICE", 2)
+    monkeypatch.setattr(hub, "step_aside", lambda: pauses.append(1))
+    try:
+        for _ in range(5):
+            observer.finish(make_ctx(), 0.1)
+        observer.publish([observer.calls._items.popleft() for _ in range(5)])
+        queued = [len(exporter.queue) for exporter in observer.exporters]
+    finally:
+        observer.close(0)
+    assert queued == [5, 5]
+    assert len(pauses) == 2 + 3 + 3  # records: 3 slices; each exporter: before each of its 3 slices
+
+
 def test_otel_batching_follows_the_sdk_settings(caplog) -> None:
     from proxy.observe.otel import OTel
 
