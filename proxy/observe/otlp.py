@@ -189,8 +189,8 @@ class RandomIds:
     """Random bytes for trace and span ids, drawn from the OS a block at a time.
 
     ``random.randbytes`` builds a big integer and converts it back to bytes byte by byte; that,
-    and the ids unpacked into integers and packed again, was 6,000 instructions a call. A block is drawn on first use, never before the worker
-    forks, so no two workers share ids.
+    and the ids unpacked into integers and packed again, was 6,000 instructions a call. A block
+    is drawn on first use, never before the worker forks, so no two workers share ids.
     """
 
     __slots__ = ("block", "offset")
