@@ -239,11 +239,8 @@ class Observer:
                         log.exception("could not count call %s", record.get("id"))
         if not self.exporters_taking:
             return
-        if self.on_failure:
-            failed = [record for record in records if record["status"] == "failure"]
-            succeeded = [record for record in records if record["status"] != "failure"] if failed else records
-        else:
-            failed, succeeded = [], records
+        failed = [record for record in records if record["status"] == "failure"]
+        succeeded = [record for record in records if record["status"] != "failure"] if failed else records
         for exporter, success, failure in self.exporters_taking:
             taken = records if success and failure else succeeded if success else failed
             encode, items = exporter.encode, []

@@ -240,8 +240,8 @@ class OTel(HTTPExporter):
                 gen_ai.append(RESPONSE_ID(response_id if response_id.__class__ is str else str(response_id)))
             gen_ai.append(self.finish_reasons(response))
         # attributes of the call alone
-        status = self._statuses.get(record["status_code"]) or self.status_code(record["status_code"])
-        rest = [status, REQUEST_ID(record["id"]), STREAMED if record["stream"] else NOT_STREAMED]
+        streamed = STREAMED if record["stream"] else NOT_STREAMED
+        rest = [self.status_code(record["status_code"]), REQUEST_ID(record["id"]), streamed]
         session = record["metadata"].get("session_id")
         if session:
             rest.append(SESSION_ID(str(session)))

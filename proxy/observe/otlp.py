@@ -29,7 +29,7 @@ STATUS = b"\x7a"  # 15: Status
 FLAGS = b"\x85\x01" + struct.pack("<I", 0x100)
 TIMES = struct.Struct("<BQBQ")  # 7: fixed64 start, 8: fixed64 end
 START_TAG, END_TAG = 0x39, 0x41
-END_BYTE = bytes([END_TAG])
+START_BYTE, END_BYTE = bytes([START_TAG]), bytes([END_TAG])
 
 KIND_INTERNAL, KIND_SERVER, KIND_CLIENT = 1, 2, 3
 STATUS_ERROR = 2
@@ -236,7 +236,7 @@ class CallSpans:
     #: a child span's: the root's and the parent id
     CHILD_TAIL = ROOT_TAIL + len(PARENT_ID) + 8
     #: what the root's packed part starts with: its flags and the start time's tag
-    ROOT_HEAD = FLAGS + bytes([START_TAG])
+    ROOT_HEAD = FLAGS + START_BYTE
 
     def __init__(self, root: bytes, stages: Sequence[bytes | None], client: bytes | None,
                  random_ids: RandomIds) -> None:
@@ -259,7 +259,7 @@ class CallSpans:
     def _prefix(self, head: bytes, attributes: int) -> bytes:
         """A child span up to its start time: length, name, kind, constant attributes, flags and
         the start time's tag (``attributes``: the length of what follows its fixed fields)."""
-        return b"\x12" + varint(len(head) + self.CHILD_TAIL + attributes) + head + FLAGS + bytes([START_TAG])
+        return b"\x12" + varint(len(head) + self.CHILD_TAIL + attributes) + head + FLAGS + START_BYTE
 
     def _layout(self, client_attributes: int) -> tuple[Any, list[Any]]:
         """The struct and argument template for a CLIENT span with attributes this long."""

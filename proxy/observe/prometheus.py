@@ -32,7 +32,6 @@ KEY_LABELS = ("end_user", "hashed_api_key", "api_key_alias", "requested_model", 
 DEPLOYMENT_LABELS = ("litellm_model_name", "model_id", "api_base", "api_provider")
 #: seconds between moving per-call sums into the shared metric files: how stale a scrape can be
 FLUSH_INTERVAL = 0.5
-EMPTY: dict[str, Any] = {}
 
 
 def multiprocess_dir() -> str | None:

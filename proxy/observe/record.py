@@ -78,8 +78,7 @@ def record_of(call: Call, *, redact: bool = False, cost: float | None = None,
     """The standard log record of a call ``capture`` took.
 
     Written for the observer's batch loop, where it runs for every call: each branch reads what
-    it needs once, and the common case (a chat call with usage and a parsed answer) calls no
-    helper.
+    it needs once.
     """
     (request_id, kind, stream, status, error, dep, model, wall_started, elapsed, started, extra, usage,
      timings, body, meta, caller, redact_messages, response, attempts) = call
@@ -104,9 +103,8 @@ def record_of(call: Call, *, redact: bool = False, cost: float | None = None,
     if redact or redact_messages:
         messages = answer = REDACTED
     else:
-        messages = body.get("messages") if kind == "chat" else messages_of(kind, body)
-        answer = response if response.__class__ is dict else response_of(kind, model, stream, error is not None,
-                                                                         response, usage, extra)
+        messages = messages_of(kind, body)
+        answer = response_of(kind, model, stream, error is not None, response, usage, extra)
     end_user = body.get("user")
     if meta:
         tags, trace_id = meta.get("tags"), meta.get("trace_id")
